@@ -1,0 +1,1 @@
+"""The job runner Lambda: turns an invocation into exactly one tracked run."""

@@ -1,0 +1,280 @@
+"""Runs table: run items, their log-entry chunks and idempotency markers, in one table.
+
+Item layout (pk / sk):
+- run:             RUN#<run_id> / META      (entity=run; GSIs by-owner, by-job, by-day, active)
+- log chunk:       RUN#<run_id> / LOG#<attempt:03>#<seq:06>  (entity=log; up to CHUNK entries)
+- dedupe marker:   DEDUPE#<key> / META      (entity=dedupe; maps a client request id to its run)
+
+Only active runs carry `active_pk`/`active_sk`, so the `active` index is sparse; `active_pk`
+is sharded because a constant key would make one hot partition. `active_sk` starts with the
+lease expiry, so "leases expired before T" is a range query, not a filter.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
+from jobtracker_common.errors import ConflictError, DuplicateError, InvalidTransitionError, NotFoundError
+from jobtracker_common.models import LogEntry, Run, RunStatus, can_transition
+from jobtracker_common.repositories.pagination import decode_cursor, encode_cursor
+from jobtracker_common.timeutil import to_iso
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+OWNER_INDEX = "by-owner"
+JOB_INDEX = "by-job"
+DAY_INDEX = "by-day"
+ACTIVE_INDEX = "active"
+META = "META"
+#: Log entries per item: keeps items far below 400 KB while a 20-line run is one item.
+LOG_CHUNK = 50
+_BATCH_LIMIT = 25
+
+#: Attributes that are derived from the model when a run is written, not part of it.
+_DERIVED = ("pk", "sk", "entity", "run_day", "active_pk", "active_sk")
+
+
+def run_key(run_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": META}}
+
+
+def active_shard(run_id: str, shards: int) -> str:
+    return f"ACTIVE#{zlib.crc32(run_id.encode()) % shards}"
+
+
+class RunsRepository:
+    def __init__(self, client: DynamoDBClient, table_name: str, *, active_shards: int = 8) -> None:
+        self._client = client
+        self._table = table_name
+        self._shards = active_shards
+
+    # ---- mapping -------------------------------------------------------------------------
+    def _to_item(self, run: Run) -> dict[str, Any]:
+        data = run.model_dump(mode="json", exclude_none=True)
+        data.update(pk=f"RUN#{run.run_id}", sk=META, entity="run", run_day=to_iso(run.queued_at)[:10])
+        if run.status.is_active and run.lease_until is not None:
+            data["active_pk"] = active_shard(run.run_id, self._shards)
+            data["active_sk"] = f"{to_iso(run.lease_until)}#{run.run_id}"
+        return to_item(data)
+
+    @staticmethod
+    def from_item(item: dict[str, Any]) -> Run:
+        data = from_item(item)
+        for key in _DERIVED:
+            data.pop(key, None)
+        return Run.model_validate(data)
+
+    # ---- create --------------------------------------------------------------------------
+    def create(self, run: Run, *, dedupe_key: str | None = None) -> Run:
+        """Insert a new run, exactly once.
+
+        Without `dedupe_key` the run id itself must be derived from the delivery (see
+        `ids.deterministic_id`), so a duplicate delivery collides on the key. With a key, a
+        marker item is written in the same transaction, so a repeated client request id maps
+        to the first run.
+        """
+        item = self._to_item(run)
+        try:
+            if dedupe_key is None:
+                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+            else:
+                marker = to_item(
+                    {"pk": f"DEDUPE#{dedupe_key}", "sk": META, "entity": "dedupe", "run_id": run.run_id,
+                     "expires_at": run.expires_at}
+                )
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {"Put": {"TableName": self._table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
+                        {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+                    ]
+                )
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+            existing = run.run_id if dedupe_key is None else self._dedupe_target(dedupe_key) or run.run_id
+            raise DuplicateError(f"delivery already accepted as run {existing}", existing_id=existing) from exc
+        return run
+
+    def _dedupe_target(self, dedupe_key: str) -> str | None:
+        response = self._client.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"DEDUPE#{dedupe_key}"}, "sk": {"S": META}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return item["run_id"]["S"] if item else None
+
+    # ---- read ----------------------------------------------------------------------------
+    def get(self, run_id: str) -> Run:
+        response = self._client.get_item(TableName=self._table, Key=run_key(run_id), ConsistentRead=True)
+        if "Item" not in response:
+            raise NotFoundError(f"run {run_id} not found")
+        return self.from_item(response["Item"])
+
+    def is_cancel_requested(self, run_id: str) -> bool:
+        response = self._client.get_item(
+            TableName=self._table, Key=run_key(run_id), ProjectionExpression="cancel_requested"
+        )
+        return bool(response.get("Item", {}).get("cancel_requested", {}).get("BOOL", False))
+
+    # ---- transitions ---------------------------------------------------------------------
+    def transition(self, run: Run, new_status: RunStatus, **changes: Any) -> Run:
+        """Move `run` to `new_status`, conditional on the status and version it was read with.
+
+        A late or duplicated writer (an older version, or a run that already moved on) gets
+        ConflictError; a move the state machine forbids gets InvalidTransitionError.
+        """
+        if not can_transition(run.status, new_status):
+            raise InvalidTransitionError(f"run {run.run_id}: {run.status.value} -> {new_status.value} is not allowed")
+        updated = Run.model_validate(
+            {**run.model_dump(), **changes, "status": new_status, "version": run.version + 1}
+        )
+        new_item = self._to_item(updated)
+        old_item = self._to_item(run)
+        sets: list[str] = []
+        removes: list[str] = []
+        names: dict[str, str] = {"#status": "status", "#version": "version"}
+        values: dict[str, Any] = {":prev_status": serialize(run.status.value), ":prev_version": serialize(run.version)}
+        for i, (key, value) in enumerate(sorted(new_item.items())):
+            if key in ("pk", "sk") or old_item.get(key) == value:
+                continue
+            names[f"#a{i}"] = key
+            values[f":v{i}"] = value
+            sets.append(f"#a{i} = :v{i}")
+        for i, key in enumerate(sorted(set(old_item) - set(new_item))):
+            names[f"#r{i}"] = key
+            removes.append(f"#r{i}")
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=run_key(run.run_id),
+                UpdateExpression=expression,
+                ConditionExpression="#status = :prev_status AND #version = :prev_version",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                raise ConflictError(
+                    f"run {run.run_id} changed since version {run.version} ({run.status.value}); transition to "
+                    f"{new_status.value} rejected"
+                ) from exc
+            raise
+        return updated
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask a running run to stop at its next checkpoint (the runner then records `canceled`)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=run_key(run_id),
+                UpdateExpression="SET cancel_requested = :t",
+                ConditionExpression="#status = :running",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":t": {"BOOL": True}, ":running": {"S": RunStatus.RUNNING.value}},
+            )
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                raise ConflictError(f"run {run_id} is no longer running") from exc
+            raise
+
+    # ---- log entries ---------------------------------------------------------------------
+    def append_logs(self, run: Run, entries: list[LogEntry], *, first_seq: int) -> int:
+        """Write entries as chunk items with BatchWriteItem; returns the next sequence number."""
+        items = []
+        for offset in range(0, len(entries), LOG_CHUNK):
+            chunk = entries[offset : offset + LOG_CHUNK]
+            seq = first_seq + offset
+            items.append(
+                to_item(
+                    {
+                        "pk": f"RUN#{run.run_id}",
+                        "sk": f"LOG#{run.attempt:03d}#{seq:06d}",
+                        "entity": "log",
+                        "entries": [e.model_dump(mode="json", exclude_none=True) for e in chunk],
+                        "expires_at": run.expires_at,
+                    }
+                )
+            )
+        for batch_start in range(0, len(items), _BATCH_LIMIT):
+            self._batch_put(items[batch_start : batch_start + _BATCH_LIMIT])
+        return first_seq + len(entries)
+
+    def _batch_put(self, items: list[dict[str, Any]]) -> None:
+        pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
+        for attempt in range(8):
+            response = self._client.batch_write_item(RequestItems={self._table: pending})
+            pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
+            if not pending:
+                return
+            time.sleep(min(2.0, 0.05 * 2**attempt))
+        raise ConflictError(f"{len(pending)} log chunk(s) stayed unprocessed after retries")
+
+    def list_logs(self, run_id: str, *, limit: int = 100, cursor: str | None = None) -> tuple[list[LogEntry], str | None]:
+        """Log entries in order; the cursor is (chunk key, offset within chunk)."""
+        start = decode_cursor(cursor) or {}
+        chunk_sk = start.get("sk", {}).get("S")
+        offset = int(start.get("offset", {}).get("N", "0"))
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :log)",
+            "ExpressionAttributeValues": {":pk": {"S": f"RUN#{run_id}"}, ":log": {"S": "LOG#"}},
+            "ConsistentRead": True,
+        }
+        if chunk_sk:
+            kwargs["KeyConditionExpression"] = "pk = :pk AND sk BETWEEN :from AND :to"
+            kwargs["ExpressionAttributeValues"] = {
+                ":pk": {"S": f"RUN#{run_id}"}, ":from": {"S": chunk_sk}, ":to": {"S": "LOG#~"},
+            }
+        out: list[LogEntry] = []
+        for item in self._paginate_query(kwargs):
+            entries = from_item(item)["entries"]
+            sk = item["sk"]["S"]
+            skip = offset if sk == chunk_sk else 0
+            for index in range(skip, len(entries)):
+                if len(out) == limit:
+                    return out, encode_cursor({"sk": {"S": sk}, "offset": {"N": str(index)}})
+                out.append(LogEntry.model_validate(entries[index]))
+        return out, None
+
+    def _paginate_query(self, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        while True:
+            response = self._client.query(**kwargs)
+            yield from response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return
+            kwargs = {**kwargs, "ExclusiveStartKey": response["LastEvaluatedKey"]}
+
+    # ---- active runs ---------------------------------------------------------------------
+    def shards(self) -> Iterable[str]:
+        return (f"ACTIVE#{n}" for n in range(self._shards))
+
+    def list_active(self, *, lease_before: datetime | None = None) -> list[Run]:
+        """Active runs from the sparse index; with `lease_before`, only expired leases.
+
+        Reads are proportional to the active runs (times the shard count), never to history.
+        """
+        runs: list[Run] = []
+        for shard in self.shards():
+            kwargs: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": ACTIVE_INDEX,
+                "KeyConditionExpression": "active_pk = :s",
+                "ExpressionAttributeValues": {":s": {"S": shard}},
+            }
+            if lease_before is not None:
+                kwargs["KeyConditionExpression"] = "active_pk = :s AND active_sk < :t"
+                kwargs["ExpressionAttributeValues"][":t"] = {"S": to_iso(lease_before)}
+            runs.extend(self.from_item(item) for item in self._paginate_query(kwargs))
+        return runs
