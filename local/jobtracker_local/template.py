@@ -64,7 +64,10 @@ class Template:
             if props.get("GlobalSecondaryIndexes"):
                 kwargs["GlobalSecondaryIndexes"] = copy.deepcopy(props["GlobalSecondaryIndexes"])
             if stream := props.get("StreamSpecification"):
-                kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
+                kwargs["StreamSpecification"] = {
+                    "StreamEnabled": True,
+                    "StreamViewType": stream["StreamViewType"],
+                }
             out[logical_id] = kwargs
         return out
 
@@ -112,7 +115,7 @@ def resolve(value: Any, refs: dict[str, Any], attrs: dict[str, Any] | None = Non
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
-        (key, arg), = value.items()
+        ((key, arg),) = value.items()
         if key == "Ref":
             if arg not in refs:
                 raise KeyError(f"cannot resolve Ref {arg}")

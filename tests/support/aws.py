@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import boto3
-
 from jobtracker_local.template import load_template
 
 REGION = "us-east-1"
@@ -24,7 +23,7 @@ TABLE_ENV = {
 }
 
 _serialize_lock = threading.RLock()
-_patched = False
+_patched: list[bool] = []
 
 
 def serialize_dynamodb_writes() -> None:
@@ -33,7 +32,6 @@ def serialize_dynamodb_writes() -> None:
     moto checks a ConditionExpression and then writes without a lock, so two threads can both
     pass the check; real DynamoDB never lets that happen. Concurrency tests need the real rule.
     """
-    global _patched
     if _patched:
         return
     from moto.dynamodb.responses import DynamoHandler
@@ -45,7 +43,7 @@ def serialize_dynamodb_writes() -> None:
             return original(self)
 
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    _patched = True
+    _patched.append(True)
 
 
 def create_tables(client: Any, names: dict[str, str] | None = None) -> dict[str, str]:
@@ -56,7 +54,9 @@ def create_tables(client: Any, names: dict[str, str] | None = None) -> dict[str,
         name = (names or {}).get(logical_id, logical_id)
         client.create_table(TableName=name, **kwargs)
         if ttl := template.ttl_attribute(logical_id):
-            client.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})
+            client.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
+            )
         created[logical_id] = name
     return created
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from jobtracker_common.errors import ValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
-
-from jobtracker_common.errors import ValidationError
 
 
 class _Invocation(BaseModel):
@@ -98,4 +97,4 @@ def _parse_rule_event(event: dict[str, Any]) -> RuleInvocation:
     if "job-" not in rule_name:
         raise ValidationError(f"rule {rule_name!r} does not name a job (expected '...job-<job_id>')")
     job_id = rule_name.rsplit("job-", 1)[-1]
-    return RuleInvocation(job_id=job_id, rule_arn=rule_arn, scheduled_time=event.get("time"))  # type: ignore[arg-type]
+    return RuleInvocation(job_id=job_id, rule_arn=rule_arn, scheduled_time=event.get("time"))

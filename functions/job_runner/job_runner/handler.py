@@ -7,13 +7,13 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from jobtracker_common import aws
 from jobtracker_common.errors import NotFoundError, ValidationError
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.observability import metrics as make_metrics
 from jobtracker_common.repositories import JobsRepository, RunsRepository
 from jobtracker_common.settings import RunsSettings, load_settings
+
 from job_runner.events import parse_invocation
 from job_runner.service import RunnerService
 
@@ -40,7 +40,10 @@ def handle(event: Any, context: LambdaContext, runner: RunnerService) -> dict[st
         # a retry of the same bad event cannot succeed.
         logger.error("runner event rejected", extra={"reason": exc.message, "event": event})
         metrics.add_metric(name="RejectedInvocations", unit=MetricUnit.Count, value=1)
-        return {"ok": False, "error": {"type": type(exc).__name__, "message": exc.message, "details": exc.details}}
+        return {
+            "ok": False,
+            "error": {"type": type(exc).__name__, "message": exc.message, "details": exc.details},
+        }
     if result.duplicate:
         metrics.add_metric(name="DuplicateDeliveries", unit=MetricUnit.Count, value=1)
     elif result.status:

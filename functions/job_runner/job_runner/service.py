@@ -17,7 +17,14 @@ from jobtracker_common.models import ErrorInfo, Job, LogEntry, LogLevel, Run, Ru
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories import JobsRepository, RunsRepository
 from jobtracker_common.timeutil import Clock, epoch_seconds, utcnow
-from job_runner.events import Invocation, ManualInvocation, RetryInvocation, RuleInvocation, ScheduleInvocation
+
+from job_runner.events import (
+    Invocation,
+    ManualInvocation,
+    RetryInvocation,
+    RuleInvocation,
+    ScheduleInvocation,
+)
 
 logger = make_logger("job_runner")
 
@@ -57,10 +64,22 @@ class RunContext:
     progress: str | None = None
     cancel_seen: bool = False
 
-    def log(self, message: str, *, level: LogLevel = LogLevel.INFO, category: str = "job",
-            details: dict[str, Any] | None = None) -> None:
-        entry = LogEntry(timestamp=self.clock(), level=level, category=category, message=message[:4000],
-                         details=details, attempt=self.run.attempt)
+    def log(
+        self,
+        message: str,
+        *,
+        level: LogLevel = LogLevel.INFO,
+        category: str = "job",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        entry = LogEntry(
+            timestamp=self.clock(),
+            level=level,
+            category=category,
+            message=message[:4000],
+            details=details,
+            attempt=self.run.attempt,
+        )
         with self._lock:
             self._buffer.append(entry)
             due = len(self._buffer) >= FLUSH_ENTRIES or time.monotonic() - self._last_flush > FLUSH_SECONDS
@@ -129,21 +148,56 @@ class RunnerService:
         if isinstance(inv, ScheduleInvocation | RuleInvocation) and not job.enabled:
             return RunnerResult(ok=True, message=f"job {job.job_id} is disabled; scheduled run skipped")
         if isinstance(inv, ManualInvocation):
-            run = self._new_run(job, new_id(now), Trigger.MANUAL, now, None, inv.dedupe_key)
+            run = self._new_run(
+                job,
+                run_id=new_id(now),
+                trigger=Trigger.MANUAL,
+                now=now,
+                scheduled=None,
+                dedupe_key=inv.dedupe_key,
+            )
             return self._runs.create(run, dedupe_key=inv.dedupe_key), job
         trigger = Trigger.SCHEDULE if isinstance(inv, ScheduleInvocation) else Trigger.RULE
         run_id = deterministic_id(inv.scheduled_time, inv.dedupe_key)
-        run = self._new_run(job, run_id, trigger, now, inv.scheduled_time, inv.dedupe_key)
+        run = self._new_run(
+            job,
+            run_id=run_id,
+            trigger=trigger,
+            now=now,
+            scheduled=inv.scheduled_time,
+            dedupe_key=inv.dedupe_key,
+        )
         return self._runs.create(run), job
 
-    def _new_run(self, job: Job, run_id: str, trigger: Trigger, now: datetime, scheduled: datetime | None,
-                 dedupe_key: str) -> Run:
+    def _new_run(
+        self,
+        job: Job,
+        *,
+        run_id: str,
+        trigger: Trigger,
+        now: datetime,
+        scheduled: datetime | None,
+        dedupe_key: str,
+    ) -> Run:
         return Run(
-            run_id=run_id, job_id=job.job_id, job_name=job.name, job_type=job.job_type, target=job.target,
-            owner_id=job.owner_id, subscribers=job.subscribers, trigger=trigger, scheduled_time=scheduled,
-            attempt=1, retry=job.retry, timeout_seconds=job.timeout_seconds, status=RunStatus.RUNNING,
-            queued_at=now, started_at=now, lease_until=running_lease(now, job.timeout_seconds),
-            previous_status=job.last_run_status, dedupe_key=dedupe_key,
+            run_id=run_id,
+            job_id=job.job_id,
+            job_name=job.name,
+            job_type=job.job_type,
+            target=job.target,
+            owner_id=job.owner_id,
+            subscribers=job.subscribers,
+            trigger=trigger,
+            scheduled_time=scheduled,
+            attempt=1,
+            retry=job.retry,
+            timeout_seconds=job.timeout_seconds,
+            status=RunStatus.RUNNING,
+            queued_at=now,
+            started_at=now,
+            lease_until=running_lease(now, job.timeout_seconds),
+            previous_status=job.last_run_status,
+            dedupe_key=dedupe_key,
             expires_at=epoch_seconds(now + timedelta(days=job.retention_days)),
         )
 
@@ -154,11 +208,16 @@ class RunnerService:
             raise DuplicateError(f"run {run.run_id} is already {run.status.value}", existing_id=run.run_id)
         job = self._job_or_fail(run, now)
         if job is None:
-            return RunnerResult(ok=False, run_id=run.run_id, status=RunStatus.FAILED.value,
-                                message=f"job {run.job_id} no longer exists")
+            return RunnerResult(
+                ok=False,
+                run_id=run.run_id,
+                status=RunStatus.FAILED.value,
+                message=f"job {run.job_id} no longer exists",
+            )
         try:
-            claimed = self._runs.transition(run, RunStatus.RUNNING, started_at=now,
-                                            lease_until=running_lease(now, job.timeout_seconds))
+            claimed = self._runs.transition(
+                run, RunStatus.RUNNING, started_at=now, lease_until=running_lease(now, job.timeout_seconds)
+            )
         except ConflictError as exc:
             raise DuplicateError(str(exc), existing_id=run.run_id) from exc
         return claimed, job
@@ -167,17 +226,28 @@ class RunnerService:
         run = self._runs.get(inv.run_id)
         if run.status is not RunStatus.RETRYING or run.attempt != inv.attempt - 1:
             raise DuplicateError(
-                f"run {run.run_id} is {run.status.value} at attempt {run.attempt}; retry {inv.attempt} is stale",
+                f"run {run.run_id} is {run.status.value} at attempt {run.attempt}; "
+                f"retry {inv.attempt} is stale",
                 existing_id=run.run_id,
             )
         job = self._job_or_fail(run, now)
         if job is None:
-            return RunnerResult(ok=False, run_id=run.run_id, status=RunStatus.FAILED.value,
-                                message=f"job {run.job_id} no longer exists")
+            return RunnerResult(
+                ok=False,
+                run_id=run.run_id,
+                status=RunStatus.FAILED.value,
+                message=f"job {run.job_id} no longer exists",
+            )
         try:
             claimed = self._runs.transition(
-                run, RunStatus.RUNNING, attempt=inv.attempt, started_at=now, finished_at=None, duration_ms=None,
-                next_attempt_at=None, lease_until=running_lease(now, job.timeout_seconds),
+                run,
+                RunStatus.RUNNING,
+                attempt=inv.attempt,
+                started_at=now,
+                finished_at=None,
+                duration_ms=None,
+                next_attempt_at=None,
+                lease_until=running_lease(now, job.timeout_seconds),
             )
         except ConflictError as exc:
             raise DuplicateError(str(exc), existing_id=run.run_id) from exc
@@ -188,18 +258,30 @@ class RunnerService:
         try:
             return self._jobs.get(run.job_id)
         except NotFoundError:
-            error = ErrorInfo(type="JobDeleted", message=f"job {run.job_id} was deleted before this run started")
+            error = ErrorInfo(
+                type="JobDeleted", message=f"job {run.job_id} was deleted before this run started"
+            )
             try:
-                self._runs.transition(run, RunStatus.FAILED, finished_at=now, error=error, lease_until=None,
-                                      next_attempt_at=None)
+                self._runs.transition(
+                    run,
+                    RunStatus.FAILED,
+                    finished_at=now,
+                    error=error,
+                    lease_until=None,
+                    next_attempt_at=None,
+                )
             except ConflictError:
-                logger.warning("run moved on while failing it for a deleted job", extra={"run_id": run.run_id})
+                logger.warning(
+                    "run moved on while failing it for a deleted job", extra={"run_id": run.run_id}
+                )
             return None
 
     # ---- execute -------------------------------------------------------------------------
     def _execute(self, run: Run, job: Job, remaining_ms: Callable[[], int]) -> RunnerResult:
         ctx = RunContext(run=run, runs=self._runs, clock=self._clock, cancel_poll_seconds=self._cancel_poll)
-        ctx.log(f"attempt {run.attempt}/{run.retry.max_attempts} started ({run.trigger.value})", category="runner")
+        ctx.log(
+            f"attempt {run.attempt}/{run.retry.max_attempts} started ({run.trigger.value})", category="runner"
+        )
         lambda_budget = (remaining_ms() - self._margin_ms) / 1000
         budget = min(float(job.timeout_seconds), lambda_budget)
         outcome: dict[str, Any] = {}
@@ -211,14 +293,22 @@ class RunnerService:
             # A configuration error fails the run for good: retrying cannot fix it.
             ctx.log(exc.message, level=LogLevel.ERROR, category="runner")
             error = ErrorInfo(type="InvalidJob", message=exc.message)
-            return self._finish(ctx, RunStatus.FAILED, {"finished_at": self._clock(), "error": error,
-                                                        "lease_until": None, "next_attempt_at": None,
-                                                        "duration_ms": 0})
+            return self._finish(
+                ctx,
+                RunStatus.FAILED,
+                {
+                    "finished_at": self._clock(),
+                    "error": error,
+                    "lease_until": None,
+                    "next_attempt_at": None,
+                    "duration_ms": 0,
+                },
+            )
 
         def body() -> None:
             try:
                 outcome["result"] = spec.run(params, ctx)
-            except BaseException as exc:  # noqa: BLE001 (reported as the run's error, never lost)
+            except BaseException as exc:
                 outcome["error"] = exc
 
         worker = threading.Thread(target=body, name=f"job-{run.run_id}", daemon=True)
@@ -229,34 +319,43 @@ class RunnerService:
             ctx.stop_event.set()
             if ctx.cancel_seen:
                 ctx.log("canceled on request", level=LogLevel.WARNING, category="runner")
-                return self._finish(ctx, RunStatus.CANCELED, success_changes(run, now, {"message": "canceled"})
-                                    | {"result": None})
+                return self._finish(
+                    ctx,
+                    RunStatus.CANCELED,
+                    success_changes(run, now, {"message": "canceled"}) | {"result": None},
+                )
             if budget < job.timeout_seconds:
-                message = (f"stopped {self._margin_ms / 1000:g}s before the Lambda deadline after {budget:.1f}s; "
-                           f"the job's timeout of {job.timeout_seconds}s exceeds the function's remaining time")
+                message = (
+                    f"stopped {self._margin_ms / 1000:g}s before the Lambda deadline after {budget:.1f}s; "
+                    f"the job's timeout of {job.timeout_seconds}s exceeds the function's remaining time"
+                )
             else:
                 message = f"exceeded the job timeout of {job.timeout_seconds}s"
             ctx.log(message, level=LogLevel.ERROR, category="runner")
-            status, changes = failure_changes(run, now, ErrorInfo(type="Timeout", message=message), timed_out=True)
+            status, changes = failure_changes(
+                run, now, ErrorInfo(type="Timeout", message=message), timed_out=True
+            )
             return self._finish(ctx, status, changes)
-        error = outcome.get("error")
-        if error is None:
+        raised: BaseException | None = outcome.get("error")
+        if raised is None:
             result = outcome.get("result") or {}
             ctx.log("attempt completed", category="runner")
             return self._finish(ctx, RunStatus.COMPLETED, success_changes(run, now, result))
-        if isinstance(error, jobtypes.JobFailure):
-            info = ErrorInfo(type=error.error_type, message=error.message)
+        if isinstance(raised, jobtypes.JobFailure):
+            info = ErrorInfo(type=raised.error_type, message=raised.message)
         else:
-            logger.exception("job body raised", exc_info=error, extra={"run_id": run.run_id})
-            info = ErrorInfo(type=type(error).__name__, message=str(error) or type(error).__name__)
+            logger.exception("job body raised", exc_info=raised, extra={"run_id": run.run_id})
+            info = ErrorInfo(type=type(raised).__name__, message=str(raised) or type(raised).__name__)
         ctx.log(f"attempt failed: {info.message}", level=LogLevel.ERROR, category="runner")
         status, changes = failure_changes(run, now, info, timed_out=False)
         return self._finish(ctx, status, changes)
 
     def _finish(self, ctx: RunContext, status: RunStatus, changes: dict[str, Any]) -> RunnerResult:
         if status is RunStatus.RETRYING:
-            ctx.log(f"retry {ctx.run.attempt + 1} scheduled for {changes['next_attempt_at'].isoformat()}",
-                    category="runner")
+            ctx.log(
+                f"retry {ctx.run.attempt + 1} scheduled for {changes['next_attempt_at'].isoformat()}",
+                category="runner",
+            )
         ctx.flush()
         if ctx.progress:
             changes = {**changes, "progress": ctx.progress}
@@ -264,11 +363,28 @@ class RunnerService:
             final = self._runs.transition(ctx.run, status, **changes)
         except ConflictError as exc:
             current = self._runs.get(ctx.run.run_id)
-            logger.warning("run finished elsewhere first", extra={"run_id": current.run_id,
-                                                                  "status": current.status.value, "reason": str(exc)})
-            return RunnerResult(ok=False, run_id=current.run_id, status=current.status.value,
-                                message=f"run was already {current.status.value}; outcome {status.value} not recorded")
-        logger.info("run finished", extra={"run_id": final.run_id, "status": final.status.value,
-                                           "duration_ms": final.duration_ms, "attempt": final.attempt})
-        return RunnerResult(ok=status is RunStatus.COMPLETED, run_id=final.run_id, status=final.status.value,
-                            error=final.error.model_dump() if final.error else None)
+            logger.warning(
+                "run finished elsewhere first",
+                extra={"run_id": current.run_id, "status": current.status.value, "reason": str(exc)},
+            )
+            return RunnerResult(
+                ok=False,
+                run_id=current.run_id,
+                status=current.status.value,
+                message=f"run was already {current.status.value}; outcome {status.value} not recorded",
+            )
+        logger.info(
+            "run finished",
+            extra={
+                "run_id": final.run_id,
+                "status": final.status.value,
+                "duration_ms": final.duration_ms,
+                "attempt": final.attempt,
+            },
+        )
+        return RunnerResult(
+            ok=status is RunStatus.COMPLETED,
+            run_id=final.run_id,
+            status=final.status.value,
+            error=final.error.model_dump() if final.error else None,
+        )

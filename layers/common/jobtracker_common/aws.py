@@ -6,7 +6,7 @@ so the same code talks to AWS, to moto server or to LocalStack without a code pa
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
@@ -22,7 +22,7 @@ CLIENT_CONFIG = Config(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     """A cached boto3 client; typed at the call site with the mypy_boto3 client type."""
     return boto3.session.Session().client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]

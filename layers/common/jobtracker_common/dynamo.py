@@ -37,7 +37,7 @@ def _from_dynamo(value: Any) -> Any:
 
 
 def serialize(value: Any) -> AttributeValueTypeDef:
-    return _serializer.serialize(_to_dynamo(value))  # type: ignore[return-value]
+    return _serializer.serialize(_to_dynamo(value))
 
 
 def to_item(data: dict[str, Any]) -> dict[str, AttributeValueTypeDef]:

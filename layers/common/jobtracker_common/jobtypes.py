@@ -24,8 +24,14 @@ from jobtracker_common.models import LogLevel
 class JobContext(Protocol):
     """What a job body may do while it runs."""
 
-    def log(self, message: str, *, level: LogLevel = LogLevel.INFO, category: str = "job",
-            details: dict[str, Any] | None = None) -> None: ...
+    def log(
+        self,
+        message: str,
+        *,
+        level: LogLevel = LogLevel.INFO,
+        category: str = "job",
+        details: dict[str, Any] | None = None,
+    ) -> None: ...
 
     def should_stop(self) -> bool:
         """True when the run must stop now (deadline close, or cancel requested)."""
@@ -37,7 +43,9 @@ class JobContext(Protocol):
 class JobFailure(Exception):
     """The job ran and its outcome is a failure (not a bug in the runner)."""
 
-    def __init__(self, message: str, *, error_type: str = "JobFailed", details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, error_type: str = "JobFailed", details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.error_type = error_type
@@ -82,10 +90,13 @@ def parse_params(job_type: str, params: dict[str, Any]) -> BaseModel:
         return spec.params_model.model_validate(params)
     except PydanticValidationError as exc:
         details = [
-            {"field": "params." + ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
+            {"field": "params." + ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors()
         ]
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-        raise ValidationError(f"invalid params for job type {job_type!r}: {summary}", details=details) from exc
+        raise ValidationError(
+            f"invalid params for job type {job_type!r}: {summary}", details=details
+        ) from exc
 
 
 # ---- built-in: demo ----------------------------------------------------------------------
@@ -107,7 +118,9 @@ def _sleep(seconds: float, ctx: JobContext) -> None:
 
 
 def _run_demo(params: DemoParams, ctx: JobContext) -> dict[str, Any]:
-    ctx.log("demo job started", details={"duration_seconds": params.duration_seconds, "outcome": params.outcome})
+    ctx.log(
+        "demo job started", details={"duration_seconds": params.duration_seconds, "outcome": params.outcome}
+    )
     steps = max(1, params.log_lines)
     for step in range(1, steps + 1):
         _sleep(params.duration_seconds / steps, ctx)
@@ -121,7 +134,11 @@ def _run_demo(params: DemoParams, ctx: JobContext) -> dict[str, Any]:
     return {"message": f"demo job succeeded after {params.duration_seconds:g}s"}
 
 
-register(JobType("demo", DemoParams, _run_demo, "Sleeps, then succeeds or fails as configured (demos, load tests)."))
+register(
+    JobType(
+        "demo", DemoParams, _run_demo, "Sleeps, then succeeds or fails as configured (demos, load tests)."
+    )
+)
 
 
 # ---- built-in: http_check ----------------------------------------------------------------
@@ -147,10 +164,14 @@ def _run_http_check(params: HttpCheckParams, ctx: JobContext) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read(1_000_000) if exc.fp else b""
     except TimeoutError as exc:
-        raise JobFailure(f"no response within {params.timeout_seconds:g}s from {url}", error_type="HttpTimeout") from exc
+        raise JobFailure(
+            f"no response within {params.timeout_seconds:g}s from {url}", error_type="HttpTimeout"
+        ) from exc
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
-            raise JobFailure(f"no response within {params.timeout_seconds:g}s from {url}", error_type="HttpTimeout") from exc
+            raise JobFailure(
+                f"no response within {params.timeout_seconds:g}s from {url}", error_type="HttpTimeout"
+            ) from exc
         raise JobFailure(f"request to {url} failed: {exc.reason}", error_type="HttpError") from exc
     except OSError as exc:
         raise JobFailure(f"request to {url} failed: {exc}", error_type="HttpError") from exc
@@ -159,15 +180,27 @@ def _run_http_check(params: HttpCheckParams, ctx: JobContext) -> dict[str, Any]:
     ctx.log(f"HTTP {status} in {latency_ms} ms", category="http", details=result)
     if status != params.expected_status:
         raise JobFailure(
-            f"expected HTTP {params.expected_status}, got {status}", error_type="UnexpectedStatus", details=result
+            f"expected HTTP {params.expected_status}, got {status}",
+            error_type="UnexpectedStatus",
+            details=result,
         )
     if params.body_contains is not None and params.body_contains not in body.decode("utf-8", "replace"):
-        raise JobFailure(f"response body does not contain {params.body_contains!r}", error_type="BodyMismatch",
-                         details=result)
+        raise JobFailure(
+            f"response body does not contain {params.body_contains!r}",
+            error_type="BodyMismatch",
+            details=result,
+        )
     if params.max_latency_ms is not None and latency_ms > params.max_latency_ms:
-        raise JobFailure(f"latency {latency_ms} ms above {params.max_latency_ms} ms", error_type="SlowResponse",
-                         details=result)
+        raise JobFailure(
+            f"latency {latency_ms} ms above {params.max_latency_ms} ms",
+            error_type="SlowResponse",
+            details=result,
+        )
     return {"message": f"HTTP {status} in {latency_ms} ms", **result}
 
 
-register(JobType("http_check", HttpCheckParams, _run_http_check, "Requests a URL; checks status, body and latency."))
+register(
+    JobType(
+        "http_check", HttpCheckParams, _run_http_check, "Requests a URL; checks status, body and latency."
+    )
+)

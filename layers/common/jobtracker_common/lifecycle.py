@@ -17,7 +17,9 @@ def running_lease(now: datetime, timeout_seconds: int) -> datetime:
     return now + timedelta(seconds=timeout_seconds) + LEASE_MARGIN
 
 
-def failure_changes(run: Run, now: datetime, error: ErrorInfo, *, timed_out: bool) -> tuple[RunStatus, dict[str, Any]]:
+def failure_changes(
+    run: Run, now: datetime, error: ErrorInfo, *, timed_out: bool
+) -> tuple[RunStatus, dict[str, Any]]:
     """What a failed or timed-out attempt becomes: `retrying` if the policy allows another
     attempt, else the final `failed` / `timed_out`. Only the final outcome is terminal."""
     finished = _finish_fields(run, now)
@@ -36,7 +38,13 @@ def failure_changes(run: Run, now: datetime, error: ErrorInfo, *, timed_out: boo
 
 
 def success_changes(run: Run, now: datetime, result: dict[str, Any]) -> dict[str, Any]:
-    return {**_finish_fields(run, now), "result": result, "error": None, "lease_until": None, "next_attempt_at": None}
+    return {
+        **_finish_fields(run, now),
+        "result": result,
+        "error": None,
+        "lease_until": None,
+        "next_attempt_at": None,
+    }
 
 
 def _finish_fields(run: Run, now: datetime) -> dict[str, Any]:

@@ -29,16 +29,22 @@ class RunStatus(StrEnum):
         return self in ACTIVE_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED})
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED}
+)
 ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.RETRYING})
 
 #: The run state machine. Terminal states have no way out.
 ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.FAILED}),
+    RunStatus.QUEUED: frozenset(
+        {RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.FAILED}
+    ),
     RunStatus.RUNNING: frozenset(
         {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.RETRYING, RunStatus.CANCELED}
     ),
-    RunStatus.RETRYING: frozenset({RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.FAILED}),
+    RunStatus.RETRYING: frozenset(
+        {RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.TIMED_OUT, RunStatus.FAILED}
+    ),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.TIMED_OUT: frozenset(),

@@ -7,7 +7,7 @@ tracing is switched on (POWERTOOLS_TRACE_DISABLED unset/false) and only on first
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
@@ -18,12 +18,12 @@ if TYPE_CHECKING:
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "JobTracker")
 
 
-@lru_cache(maxsize=None)
+@cache
 def logger(service: str) -> Logger:
     return Logger(service=service)
 
 
-@lru_cache(maxsize=None)
+@cache
 def metrics(service: str) -> Metrics:
     return Metrics(namespace=NAMESPACE, service=service)
 
@@ -32,7 +32,7 @@ def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() not in {"1", "true", "yes"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def tracer(service: str) -> Tracer | None:
     if not tracing_enabled():
         return None

@@ -23,6 +23,7 @@ from jobtracker_common.errors import ValidationError
 
 if TYPE_CHECKING:
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
+    from mypy_boto3_scheduler.type_defs import TargetTypeDef
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
@@ -39,7 +40,9 @@ class ScheduleExpression:
     cron: str | None = None
     at: datetime | None = None  # local wall time in `timezone`, naive
 
-    def next_fire_times(self, after: datetime, count: int = 3, *, anchor: datetime | None = None) -> list[datetime]:
+    def next_fire_times(
+        self, after: datetime, count: int = 3, *, anchor: datetime | None = None
+    ) -> list[datetime]:
         """The next `count` fire times strictly after `after`, as aware UTC datetimes.
 
         `anchor` is when a rate schedule started (Scheduler counts rates from creation).
@@ -84,7 +87,9 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> ScheduleExpression
             raise ValidationError(f"{expression}: rate value must be a positive whole number")
         if (value == 1) != (m.group(2) == unit):
             raise ValidationError(f"{expression}: use '{unit}' for 1 and '{unit}s' for more (AWS rule)")
-        return ScheduleExpression("rate", expression, timezone, rate=timedelta(seconds=value * _UNIT_SECONDS[unit]))
+        return ScheduleExpression(
+            "rate", expression, timezone, rate=timedelta(seconds=value * _UNIT_SECONDS[unit])
+        )
     if m := _CRON.match(expression):
         body = m.group(1).strip()
         try:
@@ -144,8 +149,8 @@ class ScheduleService:
         self._target = target_arn
         self._dlq = dlq_arn
 
-    def _target_config(self, payload: str) -> dict[str, Any]:
-        target: dict[str, Any] = {
+    def _target_config(self, payload: str) -> TargetTypeDef:
+        target: TargetTypeDef = {
             "Arn": self._target,
             "RoleArn": self._role,
             "Input": payload,
@@ -190,7 +195,9 @@ class ScheduleService:
                 ScheduleExpressionTimezone="UTC",
                 FlexibleTimeWindow={"Mode": "OFF"},
                 ActionAfterCompletion="DELETE",
-                Target=self._target_config(json.dumps({"kind": "retry", "run_id": run_id, "attempt": attempt})),
+                Target=self._target_config(
+                    json.dumps({"kind": "retry", "run_id": run_id, "attempt": attempt})
+                ),
                 Description=f"retry {attempt} of run {run_id}",
             )
         except ClientError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +50,7 @@ class RunsSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_settings(cls: type[S]) -> S:
     """The settings of this process; cached, so every caller sees the same validated object."""
     return cls.from_env()

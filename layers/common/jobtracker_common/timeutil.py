@@ -16,7 +16,10 @@ def to_iso(value: datetime) -> str:
     """Millisecond ISO-8601 in UTC: fixed width, so strings sort like the instants they name."""
     if value.tzinfo is None:
         raise ValueError("naive datetimes are not allowed; attach a timezone")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.astimezone(UTC).microsecond // 1000:03d}Z"
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{value.astimezone(UTC).microsecond // 1000:03d}Z"
+    )
 
 
 def parse_iso(value: str) -> datetime:

@@ -23,7 +23,9 @@ class JobsRepository:
         self._table = table_name
 
     def get(self, job_id: str) -> Job:
-        response = self._client.get_item(TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
+        response = self._client.get_item(
+            TableName=self._table, Key={"job_id": {"S": job_id}}, ConsistentRead=True
+        )
         if "Item" not in response:
             raise NotFoundError(f"job {job_id} not found")
         return Job.model_validate(from_item(response["Item"]))
@@ -68,7 +70,9 @@ class JobsRepository:
                 raise NotFoundError(f"job {job_id} not found") from exc
             raise
 
-    def list_by_owner(self, owner_id: str, *, limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    def list_by_owner(
+        self, owner_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": OWNER_INDEX,
@@ -99,7 +103,9 @@ class JobsRepository:
                 TableName=self._table,
                 Key={"job_id": {"S": job_id}},
                 UpdateExpression="SET last_run_id = :r, last_run_status = :s",
-                ConditionExpression="attribute_exists(job_id) AND (attribute_not_exists(last_run_id) OR last_run_id <= :r)",
+                ConditionExpression=(
+                    "attribute_exists(job_id) AND (attribute_not_exists(last_run_id) OR last_run_id <= :r)"
+                ),
                 ExpressionAttributeValues={":r": serialize(run_id), ":s": serialize(status.value)},
             )
         except ClientError as exc:

@@ -84,23 +84,44 @@ class RunsRepository:
         item = self._to_item(run)
         try:
             if dedupe_key is None:
-                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+                self._client.put_item(
+                    TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                )
             else:
                 marker = to_item(
-                    {"pk": f"DEDUPE#{dedupe_key}", "sk": META, "entity": "dedupe", "run_id": run.run_id,
-                     "expires_at": run.expires_at}
+                    {
+                        "pk": f"DEDUPE#{dedupe_key}",
+                        "sk": META,
+                        "entity": "dedupe",
+                        "run_id": run.run_id,
+                        "expires_at": run.expires_at,
+                    }
                 )
                 self._client.transact_write_items(
                     TransactItems=[
-                        {"Put": {"TableName": self._table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
-                        {"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": marker,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        },
                     ]
                 )
         except ClientError as exc:
             if not is_conditional_failure(exc):
                 raise
             existing = run.run_id if dedupe_key is None else self._dedupe_target(dedupe_key) or run.run_id
-            raise DuplicateError(f"delivery already accepted as run {existing}", existing_id=existing) from exc
+            raise DuplicateError(
+                f"delivery already accepted as run {existing}", existing_id=existing
+            ) from exc
         return run
 
     def _dedupe_target(self, dedupe_key: str) -> str | None:
@@ -133,7 +154,9 @@ class RunsRepository:
         ConflictError; a move the state machine forbids gets InvalidTransitionError.
         """
         if not can_transition(run.status, new_status):
-            raise InvalidTransitionError(f"run {run.run_id}: {run.status.value} -> {new_status.value} is not allowed")
+            raise InvalidTransitionError(
+                f"run {run.run_id}: {run.status.value} -> {new_status.value} is not allowed"
+            )
         updated = Run.model_validate(
             {**run.model_dump(), **changes, "status": new_status, "version": run.version + 1}
         )
@@ -142,7 +165,10 @@ class RunsRepository:
         sets: list[str] = []
         removes: list[str] = []
         names: dict[str, str] = {"#status": "status", "#version": "version"}
-        values: dict[str, Any] = {":prev_status": serialize(run.status.value), ":prev_version": serialize(run.version)}
+        values: dict[str, Any] = {
+            ":prev_status": serialize(run.status.value),
+            ":prev_version": serialize(run.version),
+        }
         for i, (key, value) in enumerate(sorted(new_item.items())):
             if key in ("pk", "sk") or old_item.get(key) == value:
                 continue
@@ -167,8 +193,8 @@ class RunsRepository:
         except ClientError as exc:
             if is_conditional_failure(exc):
                 raise ConflictError(
-                    f"run {run.run_id} changed since version {run.version} ({run.status.value}); transition to "
-                    f"{new_status.value} rejected"
+                    f"run {run.run_id} changed since version {run.version} ({run.status.value}); "
+                    f"transition to {new_status.value} rejected"
                 ) from exc
             raise
         return updated
@@ -221,7 +247,9 @@ class RunsRepository:
             time.sleep(min(2.0, 0.05 * 2**attempt))
         raise ConflictError(f"{len(pending)} log chunk(s) stayed unprocessed after retries")
 
-    def list_logs(self, run_id: str, *, limit: int = 100, cursor: str | None = None) -> tuple[list[LogEntry], str | None]:
+    def list_logs(
+        self, run_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[LogEntry], str | None]:
         """Log entries in order; the cursor is (chunk key, offset within chunk)."""
         start = decode_cursor(cursor) or {}
         chunk_sk = start.get("sk", {}).get("S")
@@ -235,7 +263,9 @@ class RunsRepository:
         if chunk_sk:
             kwargs["KeyConditionExpression"] = "pk = :pk AND sk BETWEEN :from AND :to"
             kwargs["ExpressionAttributeValues"] = {
-                ":pk": {"S": f"RUN#{run_id}"}, ":from": {"S": chunk_sk}, ":to": {"S": "LOG#~"},
+                ":pk": {"S": f"RUN#{run_id}"},
+                ":from": {"S": chunk_sk},
+                ":to": {"S": "LOG#~"},
             }
         out: list[LogEntry] = []
         for item in self._paginate_query(kwargs):

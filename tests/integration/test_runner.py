@@ -1,0 +1,349 @@
+"""The runner end to end against moto: dedupe, claim, execute, logs, finish, deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from job_runner import handler
+from job_runner.service import RunnerService
+from jobtracker_common import jobtypes
+from jobtracker_common.errors import ConflictError, InvalidTransitionError
+from jobtracker_common.ids import new_id
+from jobtracker_common.models import Job, RetryPolicy, RunStatus
+from jobtracker_common.repositories import JobsRepository, RunsRepository
+from pydantic import BaseModel
+
+from tests.conftest import FakeLambdaContext, load_event
+
+JOB_ID = "01JDEMOJOB0000000000000000"
+
+
+@pytest.fixture
+def repos(aws: Any) -> tuple[JobsRepository, RunsRepository]:
+    return JobsRepository(aws, "JobsTable"), RunsRepository(aws, "RunsTable")
+
+
+@pytest.fixture
+def runner(repos: tuple[JobsRepository, RunsRepository]) -> RunnerService:
+    return RunnerService(*repos, safety_margin_ms=500, cancel_poll_seconds=0.05)
+
+
+def add_job(
+    jobs: JobsRepository, job_type: str = "demo", params: dict[str, Any] | None = None, **extra: Any
+) -> Job:
+    now = datetime.now(UTC)
+    job = Job(
+        job_id=extra.pop("job_id", JOB_ID),
+        owner_id="u1",
+        name="backup",
+        job_type=job_type,
+        params=params if params is not None else {"duration_seconds": 0, "log_lines": 2},
+        target="core-sw-01",
+        retry=extra.pop("retry", RetryPolicy(max_attempts=1)),
+        created_at=now,
+        updated_at=now,
+        **extra,
+    )
+    return jobs.create(job)
+
+
+def invoke(runner: RunnerService, event: dict[str, Any], remaining_ms: int = 900_000) -> dict[str, Any]:
+    return handler.handle(event, FakeLambdaContext(remaining_ms), runner)  # type: ignore[arg-type]
+
+
+def run_items(aws: Any) -> list[dict[str, Any]]:
+    return [i for i in aws.scan(TableName="RunsTable")["Items"] if i["entity"]["S"] == "run"]
+
+
+class CountingParams(BaseModel):
+    sleep: float = 0.05
+
+
+@pytest.fixture
+def counting_type() -> Iterator[list[int]]:
+    """A job type that counts how often its body runs."""
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def body(params: CountingParams, ctx: jobtypes.JobContext) -> dict[str, Any]:
+        with lock:
+            calls.append(1)
+        time.sleep(params.sleep)
+        return {"message": "counted"}
+
+    jobtypes.register(jobtypes.JobType("counting", CountingParams, body))
+    yield calls
+    jobtypes._REGISTRY.pop("counting")
+
+
+# ---- exactly once ------------------------------------------------------------------------
+def test_same_scheduler_delivery_twice_is_one_run(
+    aws: Any, repos: Any, runner: RunnerService, counting_type: list[int]
+) -> None:
+    add_job(repos[0], "counting", {"sleep": 0})
+    event = load_event("job_runner/schedule.json")
+    first = invoke(runner, event)
+    second = invoke(runner, {**event, "delivery_attempt": "2"})
+    assert first["status"] == "completed" and not first.get("duplicate")
+    assert second["duplicate"] is True and second["run_id"] == first["run_id"]
+    assert len(run_items(aws)) == 1
+    assert counting_type == [1]
+
+
+def test_twenty_concurrent_deliveries_make_one_run(
+    aws: Any, repos: Any, runner: RunnerService, counting_type: list[int]
+) -> None:
+    add_job(repos[0], "counting", {"sleep": 0.2})
+    event = load_event("job_runner/schedule.json")
+    results: list[dict[str, Any]] = []
+    barrier = threading.Barrier(20)
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(invoke(runner, event))
+
+    threads = [threading.Thread(target=deliver) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20
+    assert sum(1 for r in results if not r.get("duplicate")) == 1
+    assert len({r["run_id"] for r in results}) == 1
+    assert len(run_items(aws)) == 1
+    assert counting_type == [1]
+
+
+def test_manual_run_with_same_client_request_id_is_one_run(
+    aws: Any, repos: Any, runner: RunnerService
+) -> None:
+    add_job(repos[0])
+    event = load_event("job_runner/manual.json")
+    first, second = invoke(runner, event), invoke(runner, event)
+    assert first["status"] == "completed"
+    assert second["duplicate"] is True and second["run_id"] == first["run_id"]
+    assert len(run_items(aws)) == 1
+
+
+def test_classic_rule_event_runs_the_named_job(aws: Any, repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0])
+    result = invoke(runner, load_event("job_runner/rule.json"))
+    assert result["status"] == "completed"
+    assert repos[1].get(result["run_id"]).trigger.value == "rule"
+
+
+def test_disabled_job_skips_scheduled_runs(aws: Any, repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0], enabled=False)
+    result = invoke(runner, load_event("job_runner/schedule.json"))
+    assert result["ok"] is True and "disabled" in result["message"]
+    assert run_items(aws) == []
+
+
+# ---- state machine -----------------------------------------------------------------------
+def test_terminal_run_never_moves_and_stale_writer_is_rejected(repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0])
+    run_id = invoke(runner, load_event("job_runner/schedule.json"))["run_id"]
+    runs: RunsRepository = repos[1]
+    done = runs.get(run_id)
+    assert done.status is RunStatus.COMPLETED
+    with pytest.raises(InvalidTransitionError):
+        runs.transition(done, RunStatus.RUNNING)
+    # a writer holding an older version of an active run loses
+    now = datetime.now(UTC)
+    active = runs.create(
+        done.model_copy(
+            update={
+                "run_id": new_id(),
+                "status": RunStatus.QUEUED,
+                "version": 1,
+                "lease_until": now + timedelta(minutes=5),
+            }
+        )
+    )
+    moved = runs.transition(active, RunStatus.RUNNING, started_at=now)
+    with pytest.raises(ConflictError):
+        runs.transition(active, RunStatus.CANCELED)  # stale: still thinks it is queued v1
+    assert runs.get(moved.run_id).status is RunStatus.RUNNING
+
+
+# ---- job types ---------------------------------------------------------------------------
+def test_demo_success_records_duration_result_and_logs(repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0], params={"duration_seconds": 0.3, "log_lines": 20})
+    result = invoke(runner, load_event("job_runner/schedule.json"))
+    run = repos[1].get(result["run_id"])
+    assert run.status is RunStatus.COMPLETED
+    assert run.duration_ms is not None and run.duration_ms >= 300
+    assert run.result and "succeeded" in run.result["message"]
+    assert run.lease_until is None and run.finished_at is not None
+    entries, _ = repos[1].list_logs(run.run_id, limit=1000)
+    messages = [e.message for e in entries]
+    assert messages[0].startswith("attempt 1/1 started")
+    assert sum("working, step" in m for m in messages) == 20
+    assert [e.timestamp for e in entries] == sorted(e.timestamp for e in entries)
+    assert repos[1].list_active() == []
+
+
+def test_demo_failure_is_failed_with_error(repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0], params={"duration_seconds": 0, "outcome": "fail"})
+    run = repos[1].get(invoke(runner, load_event("job_runner/schedule.json"))["run_id"])
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and run.error.type == "DemoFailure"
+
+
+def test_failure_with_attempts_left_is_retrying_not_failed(repos: Any, runner: RunnerService) -> None:
+    add_job(
+        repos[0],
+        params={"outcome": "fail", "duration_seconds": 0},
+        retry=RetryPolicy(max_attempts=2, backoff_seconds=7, jitter=False),
+    )
+    run = repos[1].get(invoke(runner, load_event("job_runner/schedule.json"))["run_id"])
+    assert run.status is RunStatus.RETRYING
+    assert run.next_attempt_at is not None and run.finished_at is not None
+    assert run.next_attempt_at - run.finished_at == timedelta(seconds=7)
+    assert [r.run_id for r in repos[1].list_active()] == [run.run_id]  # still active
+    # the retry invocation claims it as attempt 2 and finishes it for good
+    result = invoke(runner, {"kind": "retry", "run_id": run.run_id, "attempt": 2})
+    final = repos[1].get(run.run_id)
+    assert result["status"] == "failed" and final.attempt == 2 and final.status is RunStatus.FAILED
+    # a duplicated retry delivery is ignored
+    assert invoke(runner, {"kind": "retry", "run_id": run.run_id, "attempt": 2})["duplicate"] is True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/slow":
+            time.sleep(1.5)
+        status = 500 if self.path == "/broken" else 200
+        body = b"all systems healthy"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "error_type"),
+    [
+        ("/ok", {"body_contains": "healthy"}, RunStatus.COMPLETED, None),
+        ("/broken", {}, RunStatus.FAILED, "UnexpectedStatus"),
+        ("/ok", {"body_contains": "on fire"}, RunStatus.FAILED, "BodyMismatch"),
+        ("/slow", {"timeout_seconds": 0.3}, RunStatus.FAILED, "HttpTimeout"),
+    ],
+)
+def test_http_check_against_a_real_local_server(
+    repos: Any,
+    runner: RunnerService,
+    http_server: str,
+    path: str,
+    params: dict[str, Any],
+    status: RunStatus,
+    error_type: str | None,
+) -> None:
+    add_job(repos[0], "http_check", {"url": http_server + path, **params})
+    run = repos[1].get(invoke(runner, load_event("job_runner/schedule.json"))["run_id"])
+    assert run.status is status
+    assert (run.error.type if run.error else None) == error_type
+    assert run.duration_ms is not None
+    entries, _ = repos[1].list_logs(run.run_id)
+    assert any(e.category == "http" for e in entries)
+    if status is RunStatus.COMPLETED:
+        assert run.result and run.result["status_code"] == 200 and run.result["latency_ms"] >= 0
+
+
+# ---- deadline ----------------------------------------------------------------------------
+def test_handler_near_its_deadline_records_timed_out(repos: Any, runner: RunnerService) -> None:
+    # Given a 30 s job and a Lambda with 1.5 s left (the runner keeps a 0.5 s margin)
+    add_job(repos[0], params={"duration_seconds": 30}, timeout_seconds=60)
+    started = time.monotonic()
+    result = invoke(runner, load_event("job_runner/schedule.json"), remaining_ms=1_500)
+    # Then it stops itself before the deadline and records why
+    assert time.monotonic() - started < 1.5
+    run = repos[1].get(result["run_id"])
+    assert run.status is RunStatus.TIMED_OUT
+    assert run.error is not None and "before the Lambda deadline" in run.error.message
+    entries, _ = repos[1].list_logs(run.run_id)
+    assert any("Lambda deadline" in e.message for e in entries)
+
+
+def test_job_timeout_is_enforced(repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0], params={"duration_seconds": 30}, timeout_seconds=1)
+    run = repos[1].get(invoke(runner, load_event("job_runner/schedule.json"))["run_id"])
+    assert run.status is RunStatus.TIMED_OUT
+    assert run.error is not None and "job timeout of 1s" in run.error.message
+
+
+def test_cancel_request_stops_a_running_job(repos: Any, runner: RunnerService) -> None:
+    add_job(repos[0], params={"duration_seconds": 10})
+    results: list[dict[str, Any]] = []
+    worker = threading.Thread(
+        target=lambda: results.append(invoke(runner, load_event("job_runner/schedule.json")))
+    )
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not repos[1].list_active() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    repos[1].request_cancel(repos[1].list_active()[0].run_id)
+    worker.join(timeout=10)
+    assert results and results[0]["status"] == "canceled"
+
+
+# ---- bad input ---------------------------------------------------------------------------
+def test_missing_job_id_and_unknown_job_leave_nothing_behind(aws: Any, runner: RunnerService) -> None:
+    malformed = invoke(runner, load_event("job_runner/malformed.json"))
+    assert malformed["ok"] is False and "job_id" in malformed["error"]["message"]
+    unknown = invoke(runner, load_event("job_runner/schedule.json"))  # no job stored
+    assert unknown["ok"] is False and unknown["error"]["type"] == "NotFoundError"
+    assert f"job {JOB_ID} not found" in unknown["error"]["message"]
+    assert aws.scan(TableName="RunsTable")["Items"] == []
+
+
+@pytest.mark.parametrize(
+    ("job_type", "params", "message"),
+    [
+        ("demo", {"outcome": "explode"}, "params.outcome"),
+        ("demo", {"unexpected": 1}, "params.unexpected"),
+        ("teleport", {}, "unknown job type 'teleport'"),
+    ],
+)
+def test_bad_params_or_unknown_type_fail_the_run_clearly(
+    repos: Any, runner: RunnerService, job_type: str, params: dict[str, Any], message: str
+) -> None:
+    add_job(repos[0], job_type, params, retry=RetryPolicy(max_attempts=3))
+    result = invoke(runner, load_event("job_runner/schedule.json"))
+    run = repos[1].get(result["run_id"])
+    assert run.status is RunStatus.FAILED  # not retried: a retry cannot fix configuration
+    assert run.error is not None and message in run.error.message
+    assert repos[1].list_active() == []
+
+
+def test_lambda_handler_builds_its_service_from_the_environment(repos: Any) -> None:
+    add_job(repos[0])
+    handler.service.cache_clear()
+    from jobtracker_common.settings import load_settings
+
+    load_settings.cache_clear()
+    try:
+        result = handler.lambda_handler(load_event("job_runner/schedule.json"), FakeLambdaContext())  # type: ignore[arg-type]
+    finally:
+        handler.service.cache_clear()
+        load_settings.cache_clear()
+    assert result["status"] == "completed"

@@ -1,0 +1,67 @@
+"""AWS schedule expressions: AWS's rules, timezones, next fire times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from jobtracker_common.errors import ValidationError
+from jobtracker_common.schedules import parse_schedule
+
+
+def test_cron_in_berlin_fires_at_local_two_oclock() -> None:
+    # Given a daily 02:00 cron in Europe/Berlin (UTC+1 in winter, UTC+2 in summer)
+    schedule = parse_schedule("cron(0 2 * * ? *)", "Europe/Berlin")
+    # When asked for the next fire times from a winter instant
+    fires = schedule.next_fire_times(datetime(2026, 11, 29, 12, 0, tzinfo=UTC), 3)
+    # Then they are 01:00 UTC on the following days
+    assert fires == [datetime(2026, 11, d, 1, 0, tzinfo=UTC) for d in (30,)] + [
+        datetime(2026, 12, d, 1, 0, tzinfo=UTC) for d in (1, 2)
+    ]
+
+
+def test_cron_follows_daylight_saving() -> None:
+    fires = parse_schedule("cron(0 2 * * ? *)", "Europe/Berlin").next_fire_times(
+        datetime(2026, 7, 1, 12, 0, tzinfo=UTC), 1
+    )
+    assert fires == [datetime(2026, 7, 2, 0, 0, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("cron(0 2 * * *)", "6 required"),
+        ("cron(0 2 * * * *)", "question mark"),
+        ("cron(61 2 * * ? *)", "minute"),
+        ("rate(0 minutes)", "positive"),
+        ("rate(5 minute)", "minutes"),
+        ("every day", "not an AWS schedule expression"),
+    ],
+)
+def test_invalid_expressions_name_the_problem(expression: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        parse_schedule(expression)
+
+
+def test_rate_counts_from_anchor() -> None:
+    anchor = datetime(2026, 11, 29, 4, 0, 30, tzinfo=UTC)
+    fires = parse_schedule("rate(5 minutes)").next_fire_times(
+        datetime(2026, 11, 29, 4, 7, tzinfo=UTC), 2, anchor=anchor
+    )
+    assert fires == [
+        datetime(2026, 11, 29, 4, 10, 30, tzinfo=UTC),
+        datetime(2026, 11, 29, 4, 15, 30, tzinfo=UTC),
+    ]
+
+
+def test_at_fires_once_in_its_timezone() -> None:
+    schedule = parse_schedule("at(2030-01-01T09:00:00)", "America/New_York")
+    assert schedule.next_fire_times(datetime(2029, 1, 1, tzinfo=UTC), 3) == [
+        datetime(2030, 1, 1, 14, 0, tzinfo=UTC)
+    ]
+    assert schedule.next_fire_times(datetime(2031, 1, 1, tzinfo=UTC), 3) == []
+
+
+def test_unknown_timezone_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        parse_schedule("rate(1 hour)", "Nowhere/Special")
