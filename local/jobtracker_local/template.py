@@ -28,6 +28,7 @@ class FunctionSpec:
     memory_size: int
     environment: dict[str, Any]
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    event_invoke_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def module(self) -> str:
@@ -91,8 +92,31 @@ class Template:
                 memory_size=int(props.get("MemorySize", glob.get("MemorySize", 128))),
                 environment=env,
                 events=props.get("Events", {}),
+                event_invoke_config=props.get("EventInvokeConfig", {}),
             )
         return out
+
+    # ---- event sources -------------------------------------------------------------------
+    def events_of_type(self, *types: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """(function logical id, event id, event properties) for every event of these types."""
+        return [
+            (fn.logical_id, event_id, event.get("Properties", {}))
+            for fn in self.functions().values()
+            for event_id, event in fn.events.items()
+            if event.get("Type") in types
+        ]
+
+    def http_api_auth(self) -> dict[str, Any]:
+        """The (single) HTTP API's Auth block: DefaultAuthorizer and Authorizers."""
+        apis = self.of_type("AWS::Serverless::HttpApi")
+        if not apis:
+            return {}
+        ((_, api),) = apis.items()
+        auth: dict[str, Any] = api.get("Properties", {}).get("Auth", {})
+        return auth
+
+    def condition_names(self) -> list[str]:
+        return list(self.doc.get("Conditions", {}))
 
 
 @cache

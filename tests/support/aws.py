@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
+
+# The product's fix for moto's non-atomic conditional writes, shared with the local stack.
+from jobtracker_local.endpoint import serialize_dynamodb_writes
 from jobtracker_local.template import load_template
 
 REGION = "us-east-1"
@@ -21,29 +23,6 @@ TABLE_ENV = {
     "USERS_TABLE_NAME": "UsersTable",
     "NOTIFICATIONS_TABLE_NAME": "NotificationsTable",
 }
-
-_serialize_lock = threading.RLock()
-_patched: list[bool] = []
-
-
-def serialize_dynamodb_writes() -> None:
-    """Make moto's DynamoDB apply each request atomically, as DynamoDB does per item.
-
-    moto checks a ConditionExpression and then writes without a lock, so two threads can both
-    pass the check; real DynamoDB never lets that happen. Concurrency tests need the real rule.
-    """
-    if _patched:
-        return
-    from moto.dynamodb.responses import DynamoHandler
-
-    original = DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with _serialize_lock:
-            return original(self)
-
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    _patched.append(True)
 
 
 def create_tables(client: Any, names: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,113 @@
+"""The AWS endpoint of the local stack: moto server in a thread, plus local Lambda `Invoke`.
+
+moto cannot run Lambda code without Docker, so `POST /2015-03-31/functions/{name}/invocations`
+is answered by the local function runtime, mounted in front of moto on the same port: the API's
+`lambda.invoke(InvocationType="Event")` and `aws lambda invoke --endpoint-url ...` work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+log = logging.getLogger("jobtracker.local")
+
+_serialize_lock = threading.RLock()
+_patched: list[bool] = []
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def serialize_dynamodb_writes() -> None:
+    """Make moto's DynamoDB apply each request atomically, as DynamoDB does per item.
+
+    moto checks a ConditionExpression and then writes without a lock, so two threads can both
+    pass the check; real DynamoDB never lets that happen. The local stack serves requests from
+    many threads (runner, API, stream consumers) whose correctness rests on conditional writes.
+    """
+    if _patched:
+        return
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with _serialize_lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    _patched.append(True)
+
+
+class ThreadedServer:
+    """A werkzeug server on its own thread: start() returns once the port is bound."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        host: str,
+        port: int,
+        name: str,
+        request_handler: type[WSGIRequestHandler] | None = None,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._name = name
+        self._handler = request_handler
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._server = make_server(
+            self._host, self._port, self._app, threaded=True, request_handler=self._handler
+        )
+        self._server.daemon_threads = True  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self._name, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+
+def moto_app(front: WSGIApp | None = None) -> WSGIApp:
+    """moto's server app; `front` answers the Lambda Invoke API before moto sees it."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    backend: WSGIApp = DomainDispatcherApplication(create_backend_app)
+    if front is None:
+        return backend
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/2015-03-31/functions/") and path.endswith("/invocations"):
+            return front(environ, start_response)
+        return backend(environ, start_response)
+
+    return app
+
+
+def moto_server(host: str, port: int, front: WSGIApp | None = None) -> ThreadedServer:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    serialize_dynamodb_writes()
+    return ThreadedServer(moto_app(front), host, port, "moto-server", request_handler=MotoRequestHandler)
