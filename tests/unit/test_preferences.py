@@ -1,0 +1,141 @@
+"""Notification preferences: seed defaults, validation messages, merge semantics, event switches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from jobtracker_common.users import (
+    NotificationEvent,
+    NotificationFrequency,
+    NotificationPreferences,
+    PreferencesPatch,
+    QuietHours,
+    User,
+)
+from pydantic import ValidationError
+
+E = NotificationEvent
+
+
+def test_defaults_keep_the_seed_keys_and_values() -> None:
+    # Given no stored preferences / When defaults are built
+    prefs = NotificationPreferences()
+    # Then the seed's keys keep their defaults and the new switches have theirs
+    assert prefs.model_dump() == {
+        "email_notifications": True,
+        "email_on_job_completion": True,
+        "email_on_job_failure": True,
+        "notification_frequency": NotificationFrequency.IMMEDIATE,
+        "email_on_job_timeout": True,
+        "email_on_job_retry": False,
+        "email_on_job_recovery": True,
+        "quiet_hours": None,
+        "job_ids": None,
+        "job_types": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"emial_notifications": False}, "Extra inputs are not permitted"),
+        ({"notification_frequency": "weekly"}, "'immediate', 'hourly' or 'daily'"),
+        ({"quiet_hours": {"start": "25:00", "end": "07:00"}}, "24-hour time 'HH:MM'"),
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Olympus"}}, "unknown IANA"),
+        ({"quiet_hours": {"start": "22:00", "end": "22:00"}}, "must differ"),
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "UTC"}}, "Extra inputs"),
+        ({"email_on_job_failure": None}, "cannot be null"),
+        ({"job_ids": ["a", " "]}, "non-empty"),
+    ],
+)
+def test_bad_patches_are_rejected_with_a_clear_message(payload: dict, message: str) -> None:
+    # When an invalid patch is parsed / Then it is rejected and the message names the problem
+    with pytest.raises(ValidationError) as info:
+        PreferencesPatch.model_validate(payload)
+    assert message in str(info.value)
+
+
+def test_partial_update_merges_and_null_clears_optionals() -> None:
+    # Given stored preferences with quiet hours and a filter
+    stored = NotificationPreferences(
+        email_on_job_retry=True,
+        quiet_hours=QuietHours(start="22:00", end="07:00", timezone="Europe/Berlin"),
+        job_types=["backup"],
+    )
+    # When a patch changes one switch and clears quiet hours
+    merged = stored.merge(
+        PreferencesPatch.model_validate({"email_on_job_failure": False, "quiet_hours": None})
+    )
+    # Then only those keys changed
+    assert merged.email_on_job_failure is False
+    assert merged.quiet_hours is None
+    assert merged.email_on_job_retry is True
+    assert merged.job_types == ["backup"]
+    # And an empty patch changes nothing
+    assert stored.merge(PreferencesPatch()) == stored
+
+
+SWITCHES = {
+    "email_on_job_completion": {E.COMPLETED},
+    "email_on_job_failure": {E.FAILED},
+    "email_on_job_timeout": {E.TIMED_OUT},
+    "email_on_job_recovery": set(),  # off: a recovery falls back to a completion email
+}
+
+
+@pytest.mark.parametrize("switch", sorted(SWITCHES))
+def test_each_switch_suppresses_exactly_its_events(switch: str) -> None:
+    # Given everything on (retry included) except one switch
+    everything = NotificationPreferences(email_on_job_retry=True)
+    prefs = everything.model_copy(update={switch: False})
+    # When every event is resolved
+    suppressed = {e for e in E if everything.resolve(e, job_id="j", job_type="t") is not None}
+    suppressed -= {e for e in E if prefs.resolve(e, job_id="j", job_type="t") is not None}
+    # Then exactly the events named by the switch are gone
+    assert suppressed == SWITCHES[switch]
+
+
+def test_retry_is_off_by_default_and_master_switch_silences_everything() -> None:
+    assert NotificationPreferences().resolve(E.RETRYING, job_id="j", job_type="t") is None
+    assert NotificationPreferences(email_on_job_retry=True).resolve(E.RETRYING, job_id="j", job_type="t")
+    off = NotificationPreferences(email_notifications=False, email_on_job_retry=True)
+    assert all(off.resolve(e, job_id="j", job_type="t") is None for e in E)
+
+
+def test_recovery_is_announced_as_recovery_or_falls_back_to_completion() -> None:
+    on = NotificationPreferences(email_on_job_completion=False)
+    assert on.resolve(E.RECOVERED, job_id="j", job_type="t") is E.RECOVERED
+    off = NotificationPreferences(email_on_job_recovery=False)
+    assert off.resolve(E.RECOVERED, job_id="j", job_type="t") is E.COMPLETED
+    neither = NotificationPreferences(email_on_job_recovery=False, email_on_job_completion=False)
+    assert neither.resolve(E.RECOVERED, job_id="j", job_type="t") is None
+
+
+def test_job_filters_limit_which_jobs_notify() -> None:
+    prefs = NotificationPreferences(job_ids=["j1"], job_types=["backup"])
+    assert prefs.resolve(E.FAILED, job_id="j1", job_type="backup") is E.FAILED
+    assert prefs.resolve(E.FAILED, job_id="j2", job_type="backup") is None
+    assert prefs.resolve(E.FAILED, job_id="j1", job_type="http_check") is None
+
+
+def test_quiet_hours_cross_midnight_in_the_users_timezone() -> None:
+    quiet = QuietHours(start="22:00", end="07:00", timezone="Europe/Berlin")  # UTC+1 in winter
+    assert quiet.contains(datetime(2026, 1, 10, 21, 30, tzinfo=UTC))  # 22:30 Berlin
+    assert quiet.contains(datetime(2026, 1, 10, 5, 59, tzinfo=UTC))  # 06:59 Berlin
+    assert not quiet.contains(datetime(2026, 1, 10, 6, 0, tzinfo=UTC))  # 07:00 Berlin
+    assert not quiet.contains(datetime(2026, 1, 10, 12, 0, tzinfo=UTC))
+    # The window that started at 22:30 Berlin ends at 07:00 Berlin the next day
+    assert quiet.window_end(datetime(2026, 1, 10, 21, 30, tzinfo=UTC)) == datetime(
+        2026, 1, 11, 6, 0, tzinfo=UTC
+    )
+    assert quiet.window_end(datetime(2026, 1, 11, 1, 0, tzinfo=UTC)) == datetime(
+        2026, 1, 11, 6, 0, tzinfo=UTC
+    )
+
+
+def test_user_rejects_header_breaking_email() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="not a valid email"):
+        User(user_id="u", email="a@example.com\r\nBcc: evil@example.com", created_at=now)
+    assert User(user_id="u", email="a@example.com", created_at=now).preferences == NotificationPreferences()
