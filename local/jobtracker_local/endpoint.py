@@ -63,9 +63,15 @@ class ThreadedServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = make_server(
-            self._host, self._port, self._app, threaded=True, request_handler=self._handler
-        )
+        base = self._handler or WSGIRequestHandler
+
+        class Quiet(base):  # type: ignore[valid-type,misc]
+            """One line per request from every server would drown the functions' logs."""
+
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                return None
+
+        self._server = make_server(self._host, self._port, self._app, threaded=True, request_handler=Quiet)
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, name=self._name, daemon=True)
         self._thread.start()

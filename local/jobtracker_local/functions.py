@@ -144,12 +144,22 @@ class FunctionRuntime:
         spec = self.specs[function_id]
         try:
             module = importlib.import_module(spec.module)
-        except ImportError as exc:
+        except Exception as exc:
             raise FunctionError(
                 "Runtime.ImportModuleError", f"Unable to import module '{spec.module}': {exc}"
             ) from exc
         handler: Callable[[Any, Any], Any] = getattr(module, spec.attribute)
         return handler
+
+    def check_imports(self) -> dict[str, str]:
+        """Import every handler now (fast first invokes); returns the ones that cannot load."""
+        missing = {}
+        for function_id in self.specs:
+            try:
+                self.handler(function_id)
+            except FunctionError as exc:
+                missing[function_id] = exc.message
+        return missing
 
     def invoke(self, name_or_arn: str, event: Any) -> Any:
         """Synchronous (RequestResponse) invoke; FunctionError when the handler fails."""
@@ -185,6 +195,11 @@ class FunctionRuntime:
     def invoke_async(self, name_or_arn: str, event: Any) -> None:
         """InvocationType=Event: returns at once; retries and on-failure like Lambda's async invoke."""
         function_id = self.function_id(name_or_arn)
+        try:
+            self.handler(function_id)
+        except FunctionError as exc:
+            log.error("%s: event dropped, the function cannot load: %s", function_id, exc.message)
+            return
         payload = json_roundtrip(event)
         thread = threading.Thread(
             target=self._run_async, args=(function_id, payload), name=f"async-{function_id}", daemon=True

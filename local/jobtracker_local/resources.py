@@ -224,6 +224,20 @@ def provision(res: LocalResources) -> None:
             log.debug("SESv2 identity %s: %s", email, exc)
 
 
+def discover(res: LocalResources) -> None:
+    """Read the endpoint-assigned values (stream ARNs, queue URLs) of an already provisioned stack."""
+    ddb = aws_client("dynamodb", res.endpoint, res.region)
+    for logical_id, kwargs in res.template.table_definitions().items():
+        if "StreamSpecification" in kwargs:
+            table = ddb.describe_table(TableName=res.refs[logical_id])["Table"]
+            res.attrs[f"{logical_id}.StreamArn"] = table["LatestStreamArn"]
+    sqs = aws_client("sqs", res.endpoint, res.region)
+    for logical_id in res.template.of_type("AWS::SQS::Queue"):
+        url = sqs.get_queue_url(QueueName=res.attrs[f"{logical_id}.QueueName"])["QueueUrl"]
+        res.refs[logical_id] = url
+        res.attrs[f"{logical_id}.QueueUrl"] = url
+
+
 def template_schedule_name(function_id: str, event_id: str) -> str:
     """SAM names a ScheduleV2 schedule <FunctionLogicalId><EventId>."""
     return f"{function_id}{event_id}"
