@@ -1,0 +1,110 @@
+"""The local stack itself, over HTTP: gateway auth, the Lambda Invoke API, Scheduler -> runner."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+import requests
+
+from tests.e2e.conftest import Stack, eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def client(stack: Stack, service: str):
+    return boto3.client(service, endpoint_url=stack.aws_url, region_name="us-east-1")
+
+
+def test_the_gateway_serves_its_jwks_and_refuses_calls_without_a_token(stack):
+    jwks = requests.get(f"{stack.api_url}/.well-known/jwks.json", timeout=10).json()
+    assert jwks["keys"][0]["kid"] == stack.keys.kid
+
+    response = requests.get(f"{stack.api_url}/job-logs/active", timeout=10)
+
+    assert response.status_code == 401
+    assert response.json() == {"message": "Unauthorized"}
+
+
+def test_the_runner_answers_the_lambda_invoke_api(stack):
+    # When a malformed event is sent through the standard Lambda Invoke API
+    response = client(stack, "lambda").invoke(
+        FunctionName="JobRunnerFunction", Payload=json.dumps({"kind": "nonsense"}).encode()
+    )
+
+    # Then the runner's own answer comes back
+    assert response["StatusCode"] == 200
+    assert "FunctionError" not in response
+    body = json.loads(response["Payload"].read())
+    assert body["ok"] is False
+    assert body["error"]["type"] == "ValidationError"
+
+
+def test_an_unknown_function_is_a_resource_not_found_error(stack):
+    with pytest.raises(client(stack, "lambda").exceptions.ResourceNotFoundException):
+        client(stack, "lambda").invoke(FunctionName="NoSuchFunction", Payload=b"{}")
+
+
+def test_a_one_time_schedule_fires_the_runner_and_is_deleted(stack):
+    # Given a job (written straight to the table) and a one-time schedule for it that is due
+    ddb = client(stack, "dynamodb")
+    job_id = f"e2e-sched-{datetime.now(UTC).strftime('%H%M%S%f')}"
+    now = datetime.now(UTC).isoformat()
+    ddb.put_item(
+        TableName="JobsTable",
+        Item={
+            "job_id": {"S": job_id},
+            "owner_id": {"S": "e2e-scheduler"},
+            "name": {"S": "scheduled"},
+            "job_type": {"S": "demo"},
+            "params": {"M": {"duration_seconds": {"N": "0"}, "log_lines": {"N": "1"}}},
+            "enabled": {"BOOL": True},
+            "timezone": {"S": "UTC"},
+            "retry": {"M": {"max_attempts": {"N": "1"}}},
+            "created_at": {"S": now},
+            "updated_at": {"S": now},
+        },
+    )
+    scheduler = client(stack, "scheduler")
+    group = scheduler.list_schedule_groups(NamePrefix="jobtracker-local")["ScheduleGroups"][0]["Name"]
+    due = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    scheduler.create_schedule(
+        Name=f"once-{job_id}",
+        GroupName=group,
+        ScheduleExpression=f"at({due})",
+        FlexibleTimeWindow={"Mode": "OFF"},
+        ActionAfterCompletion="DELETE",
+        Target={
+            "Arn": "arn:aws:lambda:us-east-1:123456789012:function:JobRunnerFunction",
+            "RoleArn": "arn:aws:iam::123456789012:role/SchedulerRole",
+            "Input": json.dumps(
+                {
+                    "kind": "schedule",
+                    "job_id": job_id,
+                    "scheduled_time": "<aws.scheduler.scheduled-time>",
+                    "schedule_arn": "<aws.scheduler.schedule-arn>",
+                    "delivery_attempt": "<aws.scheduler.attempt-number>",
+                }
+            ),
+        },
+    )
+
+    # Then a completed run of the job appears, scheduled for the schedule's time
+    def completed_run():
+        items = ddb.query(
+            TableName="RunsTable",
+            IndexName="by-job",
+            KeyConditionExpression="job_id = :j",
+            ExpressionAttributeValues={":j": {"S": job_id}},
+        )["Items"]
+        return [i for i in items if i.get("status", {}).get("S") == "completed"]
+
+    (run,) = eventually(completed_run, timeout=30)
+    assert run["trigger"]["S"] == "schedule"
+    assert run["scheduled_time"]["S"].startswith(due)
+    # And the one-time schedule deleted itself after completion
+    eventually(
+        lambda: not [s for s in scheduler.list_schedules(GroupName=group)["Schedules"] if job_id in s["Name"]]
+    )
