@@ -117,3 +117,19 @@ def moto_server(host: str, port: int, front: WSGIApp | None = None) -> ThreadedS
 
     serialize_dynamodb_writes()
     return ThreadedServer(moto_app(front), host, port, "moto-server", request_handler=MotoRequestHandler)
+
+
+def prune_stream_iterators(account: str, region: str, keep_last: int = 256) -> int:
+    """Forget all but the newest shard iterators of the in-process moto.
+
+    moto stores every iterator it ever handed out (each `get_records` hands out one), so a
+    stack polling its streams for a day would grow by hundreds of MB. Readers use only their
+    newest iterator, and renew it if it is gone.
+    """
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    iterators = dynamodbstreams_backends[account][region].shard_iterators
+    excess = len(iterators) - keep_last
+    for key in list(iterators)[: max(0, excess)]:
+        iterators.pop(key, None)
+    return max(0, excess)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtracker_local.auth import JwtAuthorizer, KeyStore
-from jobtracker_local.endpoint import ThreadedServer, moto_server
+from jobtracker_local.endpoint import ThreadedServer, moto_server, prune_stream_iterators
 from jobtracker_local.functions import AsyncSettings, FunctionRuntime
 from jobtracker_local.gateway import Gateway, authorizer_config
 from jobtracker_local.outbox import Outbox, in_process_moto, over_http
@@ -71,6 +72,8 @@ class LocalStack:
         self.unavailable: dict[str, str] = {}
         self.demo_jobs: list[str] = []
         self.started_in = 0.0
+        self._stopping = threading.Event()
+        self._maintenance: threading.Thread | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -168,11 +171,25 @@ class LocalStack:
                         "client_request_id": f"startup-{time.time()}",
                     },
                 )
+        if self.moto is not None:
+            self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+            self._maintenance.start()
         self.urls = {"api": api_url, "aws": endpoint, "lambda": lambda_url}
         self._write_state()
         self.started_in = time.monotonic() - began
 
+    def _maintain(self) -> None:
+        assert self.resources is not None
+        while not self._stopping.wait(30):
+            try:
+                prune_stream_iterators(self.resources.account, self.resources.region)
+            except Exception:
+                log.exception("maintenance failed")
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=5)
         for part in (self.scheduler, self.streams, self.outbox):
             if part is not None:
                 part.stop()

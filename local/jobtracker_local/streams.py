@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from jobtracker_local.functions import json_roundtrip, send_to_destination
 from jobtracker_local.patterns import matches_any, parse_pattern
 from jobtracker_local.resources import LocalResources, aws_client
@@ -105,6 +107,7 @@ class ShardReader:
         self._seen_at: dict[int, float] = {}
         self._lock = threading.Lock()
         self._last_fetch = 0.0
+        self._last_read: int | None = None
         self.closed = False
 
     def fetch(self, min_interval: float) -> None:
@@ -112,24 +115,37 @@ class ShardReader:
             if self.closed or time.monotonic() - self._last_fetch < min_interval:
                 return
             self._last_fetch = time.monotonic()
-            if self._iterator is None:
-                self._iterator = self._client.get_shard_iterator(
-                    StreamArn=self.stream_arn, ShardId=self.shard_id, ShardIteratorType="TRIM_HORIZON"
-                )["ShardIterator"]
             while True:
-                response = self._client.get_records(ShardIterator=self._iterator, Limit=1000)
+                if self._iterator is None:
+                    self._iterator = self._new_iterator()
+                try:
+                    response = self._client.get_records(ShardIterator=self._iterator, Limit=1000)
+                except ClientError as exc:
+                    # Iterators expire (15 minutes on AWS); resume after the last record read.
+                    log.info("shard iterator of %s renewed: %s", self.shard_id, exc)
+                    self._iterator = None
+                    return
                 records = response.get("Records", [])
                 now = time.monotonic()
                 for record in records:
                     event = self._lambda_record(record)
                     self._records.append(event)
-                    self._seen_at[sequence(event)] = now
+                    self._last_read = sequence(event)
+                    self._seen_at[self._last_read] = now
                 self._iterator = response.get("NextShardIterator")
                 if self._iterator is None:
                     self.closed = True
                     return
                 if len(records) < 1000:
                     return
+
+    def _new_iterator(self) -> str:
+        if self._last_read is None:
+            kwargs: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
+        else:
+            kwargs = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": str(self._last_read)}
+        response = self._client.get_shard_iterator(StreamArn=self.stream_arn, ShardId=self.shard_id, **kwargs)
+        return str(response["ShardIterator"])
 
     def _lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A record as Lambda delivers it: JSON types, epoch seconds, with eventSourceARN."""

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from jobtracker_local.endpoint import moto_server
+from jobtracker_local.endpoint import moto_server, prune_stream_iterators
 from jobtracker_local.resources import LocalResources, aws_client, provision
 from jobtracker_local.streams import EmulatorSettings, StreamEmulator, StreamSource, sequence
 from jobtracker_local.template import load_template
@@ -207,3 +207,22 @@ def test_each_consumer_keeps_its_own_checkpoint(stack):
     assert failing.deliveries("r1") == 4
     assert healthy.deliveries("r1") == 1
     assert len(dlq_messages(stack, "NotifierDLQ")) == 0
+
+
+def test_delivery_resumes_after_the_endpoint_forgets_the_shard_iterator(stack):
+    # Given a consumer that has read r1
+    source = tracker_source(stack)
+    consumer = FakeConsumer(set())
+    put_run(stack, "r1")
+    emulator = start(stack, source, consumer)
+    try:
+        wait_for(lambda: consumer.deliveries("r1") == 1)
+        # When moto forgets every iterator (as pruning or a 15-minute expiry would do)
+        assert prune_stream_iterators(stack.account, stack.region, keep_last=0) > 0
+        put_run(stack, "r2")
+        # Then the reader renews its iterator after r1 and r2 arrives exactly once
+        wait_for(lambda: consumer.deliveries("r2") == 1)
+        wait_for(emulator.idle)
+    finally:
+        emulator.stop()
+    assert consumer.deliveries("r1") == 1
