@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -107,9 +108,9 @@ def _port_open(url: str) -> bool:
         return sock.connect_ex((host, int(port))) == 0
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    state_dir = tmp_path_factory.mktemp("local-stack")
+@contextmanager
+def running_stack(state_dir: Path, *extra: str) -> Iterator[Stack]:
+    """`jobtracker local up` as a child process; stopped with Ctrl-C (SIGINT) like a user would."""
     outbox = state_dir / "outbox"
     log_path = state_dir / "stack.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -121,7 +122,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "local",
         "up",
         "--api-port=0",
-        "--aws-port=0",
         "--no-demo",
         f"--state-dir={state_dir}",
         f"--outbox={outbox}",
@@ -129,6 +129,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "--retry-delay=0.1",
         "--async-retry-delay=0.5",
         "--max-batching-window=0.2",
+        *extra,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -154,7 +155,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             pytest.fail("local stack did not stop on Ctrl-C:\n" + stack.log_tail())
         # Ctrl-C must free every port the stack bound.
         assert not _port_open(stack.api_url), "gateway port still open after stop"
-        assert not _port_open(stack.aws_url), "AWS endpoint port still open after stop"
+        assert not _port_open(stack.state["lambda"]), "AWS/Lambda endpoint port still open after stop"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("local-stack"), "--aws-port=0") as running:
+        yield running
 
 
 @pytest.fixture

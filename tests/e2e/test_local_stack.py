@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack, eventually, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +112,44 @@ def test_a_one_time_schedule_fires_the_runner_and_is_deleted(stack):
     eventually(
         lambda: not [s for s in scheduler.list_schedules(GroupName=group)["Schedules"] if job_id in s["Name"]]
     )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_stack_runs_against_an_existing_endpoint(tmp_path):
+    # Given an AWS-compatible endpoint that is already running (a separate moto server process)
+    port = free_port()
+    endpoint = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: _reachable(url), timeout=30)
+        # When the stack starts with --aws-endpoint
+        with running_stack(tmp_path, f"--aws-endpoint={url}") as stack:
+            # Then it created the template's resources there and serves Lambda Invoke itself
+            assert stack.aws_url == url
+            assert stack.state["lambda"] != url
+            tables = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1").list_tables()
+            assert "RunsTable" in tables["TableNames"]
+            response = boto3.client(
+                "lambda", endpoint_url=stack.state["lambda"], region_name="us-east-1"
+            ).invoke(FunctionName="JobRunnerFunction", Payload=b'{"kind": "nonsense"}')
+            assert json.loads(response["Payload"].read())["ok"] is False
+    finally:
+        endpoint.terminate()
+        endpoint.wait(timeout=10)
+
+
+def _reachable(url: str) -> bool:
+    try:
+        requests.get(url + "/moto-api/", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
