@@ -1,0 +1,1 @@
+"""Notifier: run transitions -> per-user emails through SES, exactly once; digests and quiet hours."""

@@ -1,0 +1,222 @@
+"""Scheduled every 5 minutes: digests, quiet-hours releases and the sweep of orphaned claims.
+
+Everything it handles comes from the sparse `due` index of the Notifications table, so one
+tick reads only work whose time has come:
+- `queued` records (hourly/daily users): one digest email per (user, period) listing them all;
+- `held` records (quiet hours) and `pending` ones (a failed send): sent one by one;
+- `sending` records whose lease expired (a worker died mid-send): recorded `unconfirmed`.
+
+A digest has its own exactly-once record (`DIGEST#<user>` / period key) that lists the items it
+covers; a crash after SES accepted a digest but before the items were marked leaves the
+digest `sent` (or `unconfirmed`), and the next tick marks its items without sending again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from jobtracker_common.errors import PermanentDeliveryError, TransientError
+from jobtracker_common.observability import logger as make_logger
+from jobtracker_common.observability import metrics as make_metrics
+from jobtracker_common.repositories.notifications import (
+    NotificationRecord,
+    NotificationState,
+    digest_key,
+    due_shard,
+)
+from jobtracker_common.settings import load_settings
+from jobtracker_common.timeutil import epoch_seconds, parse_iso, to_iso
+
+from notifier.periods import follow_up_period, period_label
+from notifier.render import render_digest
+from notifier.sender import UNLIMITED, Budget, OutcomeUnknownError
+from notifier.service import NotifierService, Outcome
+from notifier.settings import NotifierSettings
+
+logger = make_logger("digest")
+metrics = make_metrics("digest")
+
+#: Rows listed in one digest email; the rest are counted ("... and N more").
+DIGEST_ROWS = 200
+
+
+@dataclass
+class DigestReport:
+    outcomes: dict[str, int] = field(default_factory=dict)
+    digests_sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"outcomes": self.outcomes, "digests_sent": self.digests_sent, "errors": self.errors}
+
+
+class DigestService:
+    def __init__(self, notifier: NotifierService) -> None:
+        self.notifier = notifier
+        self.notifications = notifier.notifications
+        self.clock = notifier.clock
+
+    def run(self, budget: Budget = UNLIMITED) -> DigestReport:
+        report = DigestReport()
+        now = self.clock()
+        due = list(self.notifications.list_due(now))
+        digests: dict[tuple[str, str], list[NotificationRecord]] = defaultdict(list)
+        for record in due:
+            if record.state is NotificationState.SENDING:
+                expired = record.lease_until is not None and parse_iso(record.lease_until) < now
+                if expired and self.notifications.mark_unconfirmed(record.pk, record.sk, now=now):
+                    logger.warning("orphaned claim recorded as unconfirmed", extra={"key": record.key})
+                    report.count(Outcome.UNCONFIRMED.value)
+            elif record.entity == "notification" and record.state is NotificationState.QUEUED:
+                digests[(record.user_id, record.digest_period or "")].append(record)
+            elif record.entity == "notification" and record.state in (
+                NotificationState.HELD,
+                NotificationState.PENDING,
+            ):
+                self._release(record, budget, report)
+        for (user_id, period), items in sorted(digests.items()):
+            try:
+                self._digest(user_id, period, items, budget, report)
+            except TransientError as exc:
+                report.errors.append(f"digest {user_id} {period}: {exc.message}")
+        return report
+
+    def _release(self, record: NotificationRecord, budget: Budget, report: DigestReport) -> None:
+        try:
+            outcome = self.notifier.deliver(record.pk, record.sk, budget, release_held=True)
+        except TransientError as exc:
+            report.errors.append(f"{record.key}: {exc.message}")
+            return
+        report.count(outcome.value)
+
+    def _digest(
+        self, user_id: str, period: str, items: list[NotificationRecord], budget: Budget, report: DigestReport
+    ) -> None:
+        now = self.clock()
+        pk, sk = digest_key(user_id, period)
+        keys = sorted(i.key for i in items)
+        existing = self.notifications.get(pk, sk)
+        token = self.notifier.new_token()
+        lease_until = now + timedelta(seconds=self.notifier.settings.lease_seconds)
+        user = self.notifier.users.find(user_id)
+        address = user.email if user and user.email else items[0].email
+        timezone = user.preferences.timezone if user else "UTC"
+        if existing is None:
+            record = NotificationRecord(
+                pk=pk,
+                sk=sk,
+                entity="digest",
+                user_id=user_id,
+                state=NotificationState.SENDING,
+                kind="digest",
+                email=address,
+                created_at=to_iso(now),
+                send_attempts=1,
+                claim_token=token,
+                lease_until=to_iso(lease_until),
+                due_pk=due_shard(user_id),
+                due_at=to_iso(lease_until),
+                digest_period=period,
+                items=keys,
+                expires_at=epoch_seconds(now + timedelta(days=self.notifier.settings.retention_days)),
+            )
+            if not self.notifications.create(record):
+                return  # another tick got there first; its record decides next time
+        elif existing.state in (
+            NotificationState.SENT,
+            NotificationState.UNCONFIRMED,
+            NotificationState.FAILED_PERMANENT,
+        ):
+            self._settle(existing, items, now, report)
+            return
+        elif existing.state is NotificationState.PENDING:
+            if not self.notifications.claim(
+                pk,
+                sk,
+                token=token,
+                now=now,
+                lease_until=lease_until,
+                from_states=(NotificationState.PENDING,),
+                due_pk=due_shard(user_id),
+                items=keys,
+            ):
+                return
+            record = existing.model_copy(update={"items": keys, "email": address})
+        else:
+            return  # sending: a live worker has it (or the sweep will record it unconfirmed)
+        shown = sorted(items, key=lambda i: (i.payload.get("finished_at") or i.created_at, i.key))
+        email = render_digest(
+            [{"kind": i.kind, "payload": i.payload} for i in shown[:DIGEST_ROWS]],
+            product=self.notifier.settings.product_name,
+            dashboard_url=self.notifier.settings.dashboard_url,
+            period_label=period_label(period, timezone),
+            omitted=max(0, len(shown) - DIGEST_ROWS),
+        )
+        if not address:
+            self.notifications.mark_failed_permanent(pk, sk, token=token, error="no address", now=now)
+            self._settle(
+                record.model_copy(update={"state": NotificationState.FAILED_PERMANENT}), items, now, report
+            )
+            return
+        try:
+            message_id = self.notifier.sender.send(address, email, budget)
+        except PermanentDeliveryError as exc:
+            self.notifications.mark_failed_permanent(pk, sk, token=token, error=exc.message, now=self.clock())
+            report.count(Outcome.FAILED_PERMANENT.value)
+        except OutcomeUnknownError as exc:
+            self.notifications.mark_unknown(pk, sk, token=token, error=exc.message, now=self.clock())
+            report.count(Outcome.UNCONFIRMED.value)
+        except TransientError as exc:
+            self.notifications.release(pk, sk, token=token, error=exc.message, now=now, retry_at=now)
+            raise
+        else:
+            self.notifications.mark_sent(pk, sk, token=token, message_id=message_id, now=self.clock())
+            report.digests_sent += 1
+        self._settle(record, items, self.clock(), report)
+
+    def _settle(
+        self, digest: NotificationRecord, items: list[NotificationRecord], now: Any, report: DigestReport
+    ) -> None:
+        """Mark the items a finished digest covered; late arrivals go into a follow-up digest."""
+        covered = set(digest.items or [])
+        for item in items:
+            if item.key in covered:
+                if self.notifications.mark_digested(
+                    item.pk, item.sk, digest=f"{digest.pk}|{digest.sk}", now=now
+                ):
+                    report.count("digested")
+            else:
+                self.notifications.move_to_period(
+                    item.pk, item.sk, period=follow_up_period(digest.sk, now), now=now
+                )
+
+
+@lru_cache(maxsize=1)
+def service() -> DigestService:
+    from notifier.handler import build_service
+
+    return DigestService(build_service(load_settings(NotifierSettings)))
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = service().run(Budget(remaining_ms=context.get_remaining_time_in_millis))
+    for outcome, count in report.outcomes.items():
+        metrics.add_metric(name=f"Digest_{outcome}", unit=MetricUnit.Count, value=count)
+    metrics.add_metric(name="DigestsSent", unit=MetricUnit.Count, value=report.digests_sent)
+    if report.errors:
+        # Work left for the next tick (5 minutes): logged, counted, retried then; not raised, or the
+        # scheduler's retry would run a second tick at the same time.
+        logger.warning("digest tick left work for the next tick", extra={"errors": report.errors[:50]})
+        metrics.add_metric(name="DigestDeferred", unit=MetricUnit.Count, value=len(report.errors))
+    return report.as_dict()

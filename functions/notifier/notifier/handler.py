@@ -1,0 +1,106 @@
+"""Lambda entry point for the runs stream: parse records, notify, report partial failures."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+from jobtracker_common import aws
+from jobtracker_common.errors import ValidationError
+from jobtracker_common.observability import logger as make_logger
+from jobtracker_common.observability import metrics as make_metrics
+from jobtracker_common.repositories.notifications import NotificationsRepository
+from jobtracker_common.repositories.users import UsersRepository
+from jobtracker_common.settings import load_settings
+
+from notifier.events import parse_record
+from notifier.sender import Budget, SesSender
+from notifier.service import NotifierService
+from notifier.settings import NotifierSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+
+logger = make_logger("notifier")
+metrics = make_metrics("notifier")
+
+#: SES throttling is retried by SesSender within the invocation's time budget, so botocore must
+#: not retry on its own (it would sleep past the deadline and hide how long we waited).
+SES_CLIENT_CONFIG = aws.CLIENT_CONFIG.merge(Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+
+
+@lru_cache(maxsize=1)
+def ses_client() -> SESV2Client:
+    import boto3
+
+    client: SESV2Client = boto3.session.Session().client("sesv2", config=SES_CLIENT_CONFIG)
+    return client
+
+
+def build_service(settings: NotifierSettings, ses: SESV2Client | None = None) -> NotifierService:
+    ddb = aws.client("dynamodb")
+    return NotifierService(
+        users=UsersRepository(ddb, settings.users_table_name),
+        notifications=NotificationsRepository(ddb, settings.notifications_table_name),
+        sender=SesSender(
+            client=ses or ses_client(),
+            sender_email=settings.sender_email,
+            product_name=settings.product_name,
+            reply_to=settings.reply_to_email,
+        ),
+        settings=settings,
+    )
+
+
+@lru_cache(maxsize=1)
+def service() -> NotifierService:
+    return build_service(load_settings(NotifierSettings))
+
+
+def handle(event: dict[str, Any], context: LambdaContext, notifier: NotifierService) -> dict[str, Any]:
+    budget = Budget(remaining_ms=context.get_remaining_time_in_millis)
+    # Always answer with a partial response, even when every record failed: the failures name
+    # exactly what to retry, so there is nothing for a function error (and bisection) to add.
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+
+    def record_handler(record: DynamoDBRecord) -> None:
+        try:
+            run_event = parse_record(record.raw_event)
+        except ValidationError as exc:
+            # A run image that cannot be parsed will never parse: log + metric (alarmed), no retry.
+            logger.error("unparseable run image", extra={"reason": exc.message, "seq": _seq(record)})
+            metrics.add_metric(name="RejectedRecords", unit=MetricUnit.Count, value=1)
+            return
+        if run_event is None:
+            return
+        try:
+            outcomes = notifier.notify(run_event, budget)
+        except Exception:
+            logger.exception(
+                "notification delivery incomplete; record reported as a batch item failure",
+                extra={"run_id": run_event.run.run_id, "event": run_event.event.value, "seq": _seq(record)},
+            )
+            metrics.add_metric(name="FailedRecords", unit=MetricUnit.Count, value=1)
+            raise
+        for outcome in outcomes.values():
+            metrics.add_metric(name=f"Notifications_{outcome.value}", unit=MetricUnit.Count, value=1)
+
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)
+
+
+def _seq(record: DynamoDBRecord) -> str | None:
+    return record.dynamodb.sequence_number if record.dynamodb else None
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event, context, service())

@@ -1,0 +1,253 @@
+"""Notification delivery: per-recipient decisions and the exactly-once send protocol.
+
+One record per (run, event, attempt where relevant, recipient) in the Notifications table is
+the guard (see `jobtracker_common.repositories.notifications`):
+
+1. claim — the record is created already claimed (`sending`, claim token, lease), or an
+   existing `pending`/due `held` record is claimed with a conditional update. Only one
+   worker can win; replays and duplicates find the record and stop.
+2. send — one SES call (throttling retried inside the time budget).
+3. record — `sent` (with the SES message id) / `failed_permanent`, conditional on the token.
+
+A crash between 2 and 3 leaves the record `sending`; it is never claimed again, so it is never
+re-sent: once its lease expires the sweep records it as `unconfirmed` (metric + log). The price
+is at-most-once in that window: a crash after the claim but *before* SES accepted the message
+loses that one email — visible as `unconfirmed`, never silent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from jobtracker_common.errors import PermanentDeliveryError, TransientError
+from jobtracker_common.repositories.notifications import (
+    Delivery,
+    NotificationRecord,
+    NotificationsRepository,
+    NotificationState,
+    due_shard,
+    notification_key,
+)
+from jobtracker_common.repositories.users import UsersRepository
+from jobtracker_common.timeutil import Clock, epoch_seconds, parse_iso, to_iso, utcnow
+from jobtracker_common.users import NotificationFrequency, User
+
+from notifier.events import RunEvent, snapshot
+from notifier.periods import digest_period
+from notifier.render import RenderedEmail, render_event
+from notifier.sender import UNLIMITED, Budget, OutcomeUnknownError, SesSender
+from notifier.settings import NotifierSettings
+
+#: After this many claims a notification is given up (recorded failed_permanent), not retried forever.
+MAX_SEND_ATTEMPTS = 8
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED_PERMANENT = "failed_permanent"
+    UNCONFIRMED = "unconfirmed"
+    HELD = "held"
+    QUEUED = "queued"
+    SUPPRESSED = "suppressed"
+    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"
+    IN_FLIGHT = "in_flight"
+
+
+class DeliveryFailedError(TransientError):
+    """Some recipients of one run event could not be served yet; the record must be retried."""
+
+    def __init__(self, message: str, outcomes: dict[str, Outcome]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
+@dataclass
+class NotifierService:
+    users: UsersRepository
+    notifications: NotificationsRepository
+    sender: SesSender
+    settings: NotifierSettings
+    clock: Clock = utcnow
+    new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
+
+    # ---- stream path ---------------------------------------------------------------------
+    def notify(self, run_event: RunEvent, budget: Budget = UNLIMITED) -> dict[str, Outcome]:
+        """Serve every recipient of one run event; raises DeliveryFailedError if any must retry.
+
+        Recipients already served are skipped on the retry by their records, so retrying the
+        whole stream record never re-sends to them.
+        """
+        run = run_event.run
+        recipients = list(dict.fromkeys([run.owner_id, *run.subscribers]))
+        users = self.users.get_many(recipients)
+        outcomes: dict[str, Outcome] = {}
+        errors: list[str] = []
+        for user_id in recipients:
+            try:
+                outcomes[user_id] = self._notify_one(run_event, user_id, users.get(user_id), budget)
+            except TransientError as exc:
+                errors.append(f"{user_id}: {exc.message}")
+        if errors:
+            raise DeliveryFailedError(
+                f"run {run.run_id} {run_event.event.value}: {len(errors)} recipient(s) to retry: "
+                + "; ".join(errors),
+                outcomes,
+            )
+        return outcomes
+
+    def _notify_one(self, run_event: RunEvent, user_id: str, user: User | None, budget: Budget) -> Outcome:
+        run = run_event.run
+        pk, sk = notification_key(run.run_id, run_event.event.value, run_event.key_attempt, user_id)
+        now = self.clock()
+        base = {
+            "pk": pk,
+            "sk": sk,
+            "user_id": user_id,
+            "event": run_event.event.value,
+            "run_id": run.run_id,
+            "payload": snapshot(run),
+            "created_at": to_iso(now),
+            "expires_at": epoch_seconds(now + timedelta(days=self.settings.retention_days)),
+        }
+        if user is None or not user.email:
+            # Recorded so "why did X get nothing?" has an answer; nothing to retry.
+            reason = "user not provisioned" if user is None else "user has no email address"
+            self.notifications.create(
+                NotificationRecord.model_validate(
+                    {
+                        **base,
+                        "state": NotificationState.SKIPPED,
+                        "kind": run_event.event.value,
+                        "reason": reason,
+                    }
+                )
+            )
+            return Outcome.SKIPPED
+        prefs = user.preferences
+        kind = prefs.resolve(run_event.event, job_id=run.job_id, job_type=run.job_type)
+        if kind is None:
+            return Outcome.SUPPRESSED
+        base |= {"kind": kind.value, "email": user.email}
+        if prefs.notification_frequency is not NotificationFrequency.IMMEDIATE:
+            period = digest_period(prefs, now)
+            record = NotificationRecord.model_validate(
+                base
+                | {
+                    "state": NotificationState.QUEUED,
+                    "delivery": Delivery.DIGEST,
+                    "digest_period": period.key,
+                    "due_pk": due_shard(user_id),
+                    "due_at": to_iso(period.due),
+                }
+            )
+            return Outcome.QUEUED if self.notifications.create(record) else Outcome.DUPLICATE
+        if prefs.quiet_hours and prefs.quiet_hours.contains(now):
+            record = NotificationRecord.model_validate(
+                base
+                | {
+                    "state": NotificationState.HELD,
+                    "delivery": Delivery.HELD,
+                    "due_pk": due_shard(user_id),
+                    "due_at": to_iso(prefs.quiet_hours.window_end(now)),
+                }
+            )
+            return Outcome.HELD if self.notifications.create(record) else Outcome.DUPLICATE
+        token = self.new_token()
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        claimed = NotificationRecord.model_validate(
+            base
+            | {
+                "state": NotificationState.SENDING,
+                "claim_token": token,
+                "lease_until": to_iso(lease_until),
+                "send_attempts": 1,
+                "due_pk": due_shard(user_id),
+                "due_at": to_iso(lease_until),
+            }
+        )
+        if self.notifications.create(claimed):
+            return self._send_claimed(claimed, token, budget)
+        return self.deliver(pk, sk, budget)
+
+    # ---- shared by the stream path and the digest function -------------------------------
+    def deliver(self, pk: str, sk: str, budget: Budget = UNLIMITED, *, release_held: bool = False) -> Outcome:
+        """Send an existing record if it still needs sending; otherwise report why not."""
+        record = self.notifications.get(pk, sk)
+        if record is None:
+            raise TransientError(f"notification {pk}/{sk} vanished")
+        now = self.clock()
+        state = record.state
+        if state.is_final:
+            return Outcome.DUPLICATE
+        if state is NotificationState.QUEUED:
+            return Outcome.QUEUED
+        if state is NotificationState.HELD and not release_held:
+            return Outcome.HELD
+        if state is NotificationState.SENDING:
+            if record.lease_until and parse_iso(record.lease_until) < now:
+                self.notifications.mark_unconfirmed(pk, sk, now=now)
+                return Outcome.UNCONFIRMED
+            return Outcome.IN_FLIGHT
+        token = self.new_token()
+        from_states = (NotificationState.PENDING, NotificationState.HELD)
+        if not self.notifications.claim(
+            pk,
+            sk,
+            token=token,
+            now=now,
+            lease_until=now + timedelta(seconds=self.settings.lease_seconds),
+            from_states=from_states,
+            due_pk=due_shard(record.user_id),
+            due_by=now if state is NotificationState.HELD else None,
+        ):
+            return Outcome.IN_FLIGHT  # another worker claimed it between our read and write
+        if record.send_attempts + 1 > MAX_SEND_ATTEMPTS:
+            self.notifications.mark_failed_permanent(
+                pk, sk, token=token, error=f"gave up after {record.send_attempts} attempts", now=now
+            )
+            return Outcome.FAILED_PERMANENT
+        return self._send_claimed(record, token, budget)
+
+    def _send_claimed(self, record: NotificationRecord, token: str, budget: Budget) -> Outcome:
+        email = self.render(record)
+        return self._send(record, token, email, budget)
+
+    def render(self, record: NotificationRecord) -> RenderedEmail:
+        return render_event(
+            record.kind,
+            record.payload,
+            product=self.settings.product_name,
+            dashboard_url=self.settings.dashboard_url,
+        )
+
+    def _send(self, record: NotificationRecord, token: str, email: RenderedEmail, budget: Budget) -> Outcome:
+        pk, sk = record.pk, record.sk
+        if not record.email:
+            self.notifications.mark_failed_permanent(
+                pk, sk, token=token, error="no address", now=self.clock()
+            )
+            return Outcome.FAILED_PERMANENT
+        try:
+            message_id = self.sender.send(record.email, email, budget)
+        except PermanentDeliveryError as exc:
+            self.notifications.mark_failed_permanent(pk, sk, token=token, error=exc.message, now=self.clock())
+            return Outcome.FAILED_PERMANENT
+        except OutcomeUnknownError as exc:
+            self.notifications.mark_unknown(pk, sk, token=token, error=exc.message, now=self.clock())
+            return Outcome.UNCONFIRMED
+        except Exception as exc:
+            now = self.clock()
+            message = exc.message if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
+            self.notifications.release(
+                pk, sk, token=token, error=message, now=now, retry_at=now + timedelta(minutes=1)
+            )
+            if isinstance(exc, TransientError):
+                raise
+            raise TransientError(message) from exc
+        self.notifications.mark_sent(pk, sk, token=token, message_id=message_id, now=self.clock())
+        return Outcome.SENT

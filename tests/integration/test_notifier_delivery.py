@@ -1,0 +1,335 @@
+"""The notifier against moto (DynamoDB + SES v2): exactly-once emails under replays, partial
+failures, throttling and permanent errors; header/HTML injection; digests and quiet hours."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from jobtracker_common.models import RunStatus
+from jobtracker_common.repositories.notifications import NotificationsRepository, NotificationState
+from jobtracker_common.repositories.users import UsersRepository
+from jobtracker_common.users import NotificationEvent, NotificationPreferences, QuietHours, User
+from notifier import handler
+from notifier.digest import DigestService
+from notifier.events import RunEvent
+from notifier.sender import SesSender
+from notifier.service import NotifierService
+from notifier.settings import NotifierSettings
+
+from tests.conftest import FakeLambdaContext
+from tests.support.aws import REGION
+from tests.support.notifier import (
+    NOTIFIER_ENV,
+    SENDER,
+    T0,
+    Clock,
+    RecordingSes,
+    client_error,
+    make_run,
+    moto_sent_messages,
+    stream_event,
+    stream_record,
+    throttle_every_other,
+)
+
+
+@dataclass
+class World:
+    ddb: Any
+    ses: RecordingSes
+    clock: Clock
+    service: NotifierService
+    users: UsersRepository
+    notifications: NotificationsRepository
+
+    def add_user(self, user_id: str, email: str | None = None, **prefs: Any) -> User:
+        user = User(
+            user_id=user_id,
+            email=email if email is not None else f"{user_id}@example.com",
+            preferences=NotificationPreferences.model_validate(prefs),
+            created_at=T0,
+        )
+        return self.users.put(user)
+
+    def deliver(self, *records: dict[str, Any]) -> list[str]:
+        """One Lambda invocation; returns the sequence numbers reported as batch item failures."""
+        response = handler.handle(stream_event(*records), FakeLambdaContext(60_000), self.service)  # type: ignore[arg-type]
+        return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+    def sent(self) -> Counter[tuple[str, str]]:
+        return Counter(zip(self.ses.recipients(), self.ses.subjects(), strict=True))
+
+
+@pytest.fixture
+def world(aws: Any, monkeypatch: pytest.MonkeyPatch) -> World:
+    for key, value in NOTIFIER_ENV.items():
+        monkeypatch.setenv(key, value)
+    settings = NotifierSettings.from_env()
+    sesv2 = boto3.client("sesv2", region_name=REGION)
+    sesv2.create_email_identity(EmailIdentity=SENDER)
+    ses = RecordingSes(inner=sesv2)
+    clock = Clock()
+    users = UsersRepository(aws, settings.users_table_name, clock=clock)
+    notifications = NotificationsRepository(aws, settings.notifications_table_name)
+    sender = SesSender(
+        client=ses,  # type: ignore[arg-type]
+        sender_email=settings.sender_email,
+        product_name=settings.product_name,
+        sleep=lambda _s: None,
+        jitter=lambda: 0.5,
+    )
+    service = NotifierService(
+        users=users, notifications=notifications, sender=sender, settings=settings, clock=clock
+    )
+    return World(aws, ses, clock, service, users, notifications)
+
+
+def test_a_batch_replayed_three_times_sends_one_email_per_run_event_and_recipient(world: World) -> None:
+    # Given an owner and a subscriber, and a batch of three run transitions
+    world.add_user("owner")
+    world.add_user("sub", email_on_job_retry=True)
+    runs = [
+        make_run(RunStatus.FAILED, run_id=f"01RUN00000000000000000000{i}", subscribers=["sub"])
+        for i in range(3)
+    ]
+    retrying = make_run(RunStatus.RETRYING, run_id="01RUN0000000000000000000R1", subscribers=["sub"])
+    batch = [stream_record(r) for r in [*runs, retrying]]
+    # When the same batch is delivered three times
+    for _ in range(3):
+        assert world.deliver(*batch) == []
+    # Then each (run, event, recipient) got exactly one email: 3 failures x 2 + 1 retry to the subscriber
+    assert len(world.ses.delivered) == 7
+    keys = Counter(
+        (
+            r["Destination"]["ToAddresses"][0],
+            r["Content"]["Simple"]["Body"]["Text"]["Data"].split("Run id: ")[1][:26],
+        )
+        for r in world.ses.delivered
+    )
+    assert set(keys.values()) == {1}
+    # And moto's SES backend received the same 7 messages
+    assert len(moto_sent_messages()) == 7
+
+
+def test_middle_record_fails_then_retry_sends_each_email_once(world: World) -> None:
+    # Given three failed runs, and SES failing transiently for the middle one's first send
+    world.add_user("owner")
+    runs = [
+        make_run(RunStatus.FAILED, run_id=f"01RUN00000000000000000000{i}", job_name=f"job-{i}")
+        for i in range(3)
+    ]
+    records = [stream_record(r) for r in runs]
+
+    def fail_job_1_once(n: int, request: dict[str, Any]) -> Exception | None:
+        subject = request["Content"]["Simple"]["Subject"]["Data"]
+        if "job-1" in subject and not any("job-1" in s for s in world.ses.subjects()) and n <= 2:
+            return client_error("InternalFailure", "SES had a bad moment")
+        return None
+
+    world.ses.fail = fail_job_1_once
+    # When the batch is delivered
+    failures = world.deliver(*records)
+    # Then exactly the middle record's sequence number is reported
+    assert failures == [records[1]["dynamodb"]["SequenceNumber"]]
+    # And its notification is pending (retryable), the others sent
+    states = {r.run_id: r.state for r in world.notifications.list_for_run(runs[1].run_id)}
+    assert states == {runs[1].run_id: NotificationState.PENDING}
+    # When Lambda retries from the failed record on (records 2 and 3)
+    assert world.deliver(*records[1:]) == []
+    # Then every run produced exactly one email
+    assert sorted(world.ses.subjects()) == sorted(
+        f"NetRaven Job Failed: job-{i} on core-sw-01" for i in range(3)
+    )
+
+
+def test_throttling_on_half_the_calls_still_delivers_every_email_once(world: World) -> None:
+    # Given ten recipients and SES throttling every other call
+    subscribers = [f"user{i}" for i in range(9)]
+    for user_id in ["owner", *subscribers]:
+        world.add_user(user_id)
+    world.ses.fail = throttle_every_other
+    run = make_run(RunStatus.FAILED, subscribers=subscribers)
+    # When the run's failure is delivered (twice, as at-least-once delivery may)
+    assert world.deliver(stream_record(run)) == []
+    assert world.deliver(stream_record(run)) == []
+    # Then every recipient got exactly one email, after throttled attempts were retried
+    assert Counter(world.ses.recipients()) == Counter(f"{u}@example.com" for u in ["owner", *subscribers])
+    assert len(world.ses.calls) == 20
+    assert all(r.state is NotificationState.SENT for r in world.notifications.list_for_run(run.run_id))
+
+
+def test_throttling_beyond_the_time_budget_becomes_a_batch_item_failure(world: World) -> None:
+    # Given SES that throttles every call and an invocation with little time left
+    world.add_user("owner")
+    world.ses.fail = lambda _n, _r: client_error("Throttling", "Maximum sending rate exceeded.")
+    record = stream_record(make_run(RunStatus.FAILED))
+    # When the record is processed with 14 s left (10 s per call + 5 s reserve)
+    response = handler.handle(stream_event(record), FakeLambdaContext(16_000), world.service)  # type: ignore[arg-type]
+    # Then it is reported for retry rather than sleeping past the deadline
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [
+        record["dynamodb"]["SequenceNumber"]
+    ]
+    # And a later delivery with SES healthy again sends it once
+    world.ses.fail = lambda _n, _r: None
+    assert world.deliver(record) == []
+    assert world.ses.recipients() == ["owner@example.com"]
+
+
+def test_a_permanent_error_is_recorded_and_the_rest_of_the_batch_succeeds(world: World) -> None:
+    # Given a recipient whose address SES rejects for good, and two healthy ones
+    world.add_user("owner")
+    world.add_user("bad", email="bad@example.com")
+    world.add_user("ok")
+    world.ses.fail = lambda _n, r: (
+        client_error("MessageRejected", "Email address is not verified.")
+        if r["Destination"]["ToAddresses"] == ["bad@example.com"]
+        else None
+    )
+    run = make_run(RunStatus.FAILED, subscribers=["bad", "ok"])
+    other = make_run(RunStatus.COMPLETED, run_id="01RUN0000000000000000000B2")
+    # When the batch is delivered twice
+    for _ in range(2):
+        assert world.deliver(stream_record(run), stream_record(other)) == []
+    # Then the rejection is recorded, never retried, and the others got their email once
+    records = {r.user_id: r for r in world.notifications.list_for_run(run.run_id)}
+    assert records["bad"].state is NotificationState.FAILED_PERMANENT
+    assert "MessageRejected" in (records["bad"].error or "")
+    assert [c["Destination"]["ToAddresses"][0] for c in world.ses.calls].count("bad@example.com") == 1
+    assert Counter(world.ses.recipients()) == Counter(
+        ["owner@example.com", "ok@example.com", "owner@example.com"]
+    )
+
+
+def test_unprovisioned_recipients_are_skipped_and_recorded(world: World) -> None:
+    # Given a subscriber who never signed in and one without an email
+    world.add_user("owner")
+    world.users.put(User(user_id="noemail", created_at=T0))
+    run = make_run(RunStatus.FAILED, subscribers=["ghost", "noemail"])
+    # When the failure is delivered
+    assert world.deliver(stream_record(run)) == []
+    # Then only the owner is emailed and the skips are on record with a reason
+    assert world.ses.recipients() == ["owner@example.com"]
+    records = {r.user_id: r for r in world.notifications.list_for_run(run.run_id)}
+    assert records["ghost"].state is NotificationState.SKIPPED
+    assert records["ghost"].reason == "user not provisioned"
+    assert records["noemail"].reason == "user has no email address"
+
+
+def test_a_hostile_job_name_cannot_inject_headers_or_html(world: World) -> None:
+    # Given a job whose name and error try to add a Bcc header and markup
+    world.add_user("owner")
+    hostile = "<b>x</b>\r\nBcc: evil@example.com"
+    run = make_run(
+        RunStatus.FAILED,
+        job_name=hostile,
+        target="sw\r\nX-Evil: 1",
+        error={"type": "E", "message": "<script>alert(1)</script>"},
+    )
+    # When it is delivered
+    assert world.deliver(stream_record(run)) == []
+    # Then the one request has a single-line subject and no extra recipients
+    (request,) = world.ses.delivered
+    subject = request["Content"]["Simple"]["Subject"]["Data"]
+    assert "\r" not in subject and "\n" not in subject
+    assert subject == "NetRaven Job Failed: <b>x</b> Bcc: evil@example.com on sw X-Evil: 1"
+    assert request["Destination"] == {"ToAddresses": ["owner@example.com"]}
+    assert set(request) == {"FromEmailAddress", "Destination", "Content"}
+    # And the HTML part is escaped
+    html = request["Content"]["Simple"]["Body"]["Html"]["Data"]
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    # And what moto's SES stored has the same single-line subject and one destination
+    (stored,) = moto_sent_messages()
+    assert "\n" not in stored.subject and stored.destinations == {"ToAddresses": ["owner@example.com"]}
+
+
+def test_recovery_is_announced_once_to_users_who_want_it(world: World) -> None:
+    # Given an owner with recovery on and a subscriber with recovery off but completions on
+    world.add_user("owner", email_on_job_completion=False)
+    world.add_user("sub", email_on_job_recovery=False)
+    run = make_run(RunStatus.COMPLETED, previous_status=RunStatus.FAILED, subscribers=["sub"])
+    # When the first success after a failure arrives
+    assert world.deliver(stream_record(run, old=make_run(RunStatus.RUNNING, finished_at=None))) == []
+    # Then the owner hears "recovered", the subscriber an ordinary completion
+    assert sorted(world.sent()) == [
+        ("owner@example.com", "NetRaven Job Recovered: backup on core-sw-01"),
+        ("sub@example.com", "NetRaven Job Completed: backup on core-sw-01"),
+    ]
+
+
+def test_three_failures_in_an_hour_give_one_hourly_digest(world: World) -> None:
+    # Given an hourly-digest user and three failures within 10:00-11:00 UTC
+    world.add_user("owner", notification_frequency="hourly")
+    digest = DigestService(world.service)
+    for i, minute in enumerate((5, 20, 50)):
+        world.clock.now = T0.replace(minute=minute)
+        run = make_run(RunStatus.FAILED, run_id=f"01RUN00000000000000000000{i}", job_name=f"job-{i}")
+        assert world.deliver(stream_record(run)) == []
+    # Then nothing is sent immediately, and a tick before the period ends sends nothing either
+    assert world.ses.delivered == []
+    world.clock.now = T0.replace(minute=59)
+    assert digest.run().digests_sent == 0
+    # When the digest function ticks after 11:00 (twice, as a retried schedule might)
+    world.clock.now = T0.replace(hour=11, minute=2)
+    assert digest.run().digests_sent == 1
+    assert digest.run().digests_sent == 0
+    # Then exactly one digest lists all three failures
+    (request,) = world.ses.delivered
+    assert (
+        request["Content"]["Simple"]["Subject"]["Data"]
+        == "NetRaven Job Digest (hourly, 2026-03-02 10:00 UTC): 3 updates"
+    )
+    text = request["Content"]["Simple"]["Body"]["Text"]["Data"]
+    assert all(f"job-{i}" in text for i in range(3))
+    assert "Job Failed: 3" in text
+    # And the items left the due index
+    assert list(world.notifications.list_due(world.clock.now)) == []
+
+
+def test_quiet_hours_hold_then_release_when_the_window_ends(world: World) -> None:
+    # Given a user with quiet hours 22:00-07:00 Berlin (UTC+1), and a failure at 23:30 Berlin
+    world.add_user("owner", quiet_hours=QuietHours(start="22:00", end="07:00", timezone="Europe/Berlin"))
+    digest = DigestService(world.service)
+    world.clock.now = T0.replace(hour=22, minute=30)
+    run = make_run(RunStatus.FAILED)
+    assert world.deliver(stream_record(run)) == []
+    # Then it is held, not sent, also on a tick inside the window
+    (record,) = world.notifications.list_for_run(run.run_id)
+    assert record.state is NotificationState.HELD and record.due_at == "2026-03-03T06:00:00.000Z"
+    world.clock.now = T0.replace(day=3, hour=5, minute=55)
+    digest.run()
+    assert world.ses.delivered == []
+    # When the first tick after 07:00 Berlin runs (and a replay of the record arrives)
+    world.clock.now = T0.replace(day=3, hour=6, minute=1)
+    digest.run()
+    digest.run()
+    assert world.deliver(stream_record(run)) == []
+    # Then the held email went out exactly once
+    assert world.ses.subjects() == ["NetRaven Job Failed: backup on core-sw-01"]
+    (record,) = world.notifications.list_for_run(run.run_id)
+    assert record.state is NotificationState.SENT
+
+
+def test_a_crash_between_send_and_record_never_sends_again(world: World) -> None:
+    # Given a send that SES accepted but whose outcome was never recorded (the worker died)
+    world.add_user("owner")
+    run = make_run(RunStatus.FAILED)
+    original = world.notifications.mark_sent
+    world.notifications.mark_sent = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        world.service.notify(RunEvent(run=run, event=NotificationEvent.FAILED))
+    world.notifications.mark_sent = original  # type: ignore[method-assign]
+    assert len(world.ses.delivered) == 1
+    # When the record is redelivered, before and after the lease expires, and the sweep runs
+    assert world.deliver(stream_record(run)) == []
+    world.clock.advance(hours=1)
+    DigestService(world.service).run()
+    assert world.deliver(stream_record(run)) == []
+    # Then no second email went out and the record says the outcome is unconfirmed
+    assert len(world.ses.delivered) == 1
+    (record,) = world.notifications.list_for_run(run.run_id)
+    assert record.state is NotificationState.UNCONFIRMED
