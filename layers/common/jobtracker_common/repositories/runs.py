@@ -308,3 +308,126 @@ class RunsRepository:
                 kwargs["ExpressionAttributeValues"][":t"] = {"S": to_iso(lease_before)}
             runs.extend(self.from_item(item) for item in self._paginate_query(kwargs))
         return runs
+
+    # ---- listings (API) ------------------------------------------------------------------
+    #: Key attributes a cursor of each listing must carry (table key + index key).
+    LISTING_KEYS = {
+        OWNER_INDEX: ("pk", "sk", "owner_id", "run_id"),
+        JOB_INDEX: ("pk", "sk", "job_id", "run_id"),
+        DAY_INDEX: ("pk", "sk", "run_day", "run_id"),
+    }
+
+    def list_runs(
+        self,
+        *,
+        owner_id: str | None = None,
+        job_id: str | None = None,
+        day: str | None = None,
+        statuses: Iterable[RunStatus] = (),
+        job_type: str | None = None,
+        run_id_range: tuple[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        max_pages: int = 10,
+    ) -> tuple[list[Run], str | None]:
+        """Runs newest first from the `by-job`, `by-owner` or `by-day` index (first one given).
+
+        Filters on other attributes are applied by DynamoDB after the read; reading stops after
+        `max_pages` pages, so a sparse filter returns fewer items plus a cursor rather than
+        reading the whole history in one request. `run_id_range` bounds run ids (ULIDs, so
+        a time range) in the key condition.
+        """
+        if job_id is not None:
+            index, attr, value = JOB_INDEX, "job_id", job_id
+        elif owner_id is not None:
+            index, attr, value = OWNER_INDEX, "owner_id", owner_id
+        elif day is not None:
+            index, attr, value = DAY_INDEX, "run_day", day
+        else:
+            raise ValueError("list_runs needs job_id, owner_id or day")
+        names: dict[str, str] = {"#p": attr}
+        values: dict[str, Any] = {":p": serialize(value)}
+        condition = "#p = :p"
+        if run_id_range is not None:
+            condition += " AND run_id BETWEEN :lo AND :hi"
+            values[":lo"], values[":hi"] = serialize(run_id_range[0]), serialize(run_id_range[1])
+        filters = []
+        if owner_id is not None and attr != "owner_id":
+            names["#o"] = "owner_id"
+            values[":o"] = serialize(owner_id)
+            filters.append("#o = :o")
+        wanted = [s.value for s in statuses]
+        if wanted:
+            names["#s"] = "status"
+            keys = []
+            for i, status in enumerate(wanted):
+                values[f":s{i}"] = serialize(status)
+                keys.append(f":s{i}")
+            filters.append(f"#s IN ({', '.join(keys)})")
+        if job_type is not None:
+            names["#t"] = "job_type"
+            values[":t"] = serialize(job_type)
+            filters.append("#t = :t")
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        if start := decode_cursor(cursor):
+            kwargs["ExclusiveStartKey"] = start
+        key_attrs = self.LISTING_KEYS[index]
+        runs: list[Run] = []
+        for _ in range(max_pages):
+            response = self._client.query(**kwargs)
+            for item in response.get("Items", []):
+                runs.append(self.from_item(item))
+                if len(runs) == limit:
+                    # Resume after the last item returned, not after the last item read.
+                    return runs, encode_cursor({k: item[k] for k in key_attrs})
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return runs, None
+            kwargs["ExclusiveStartKey"] = last
+        return runs, encode_cursor(kwargs["ExclusiveStartKey"])
+
+    def delete(self, run: Run) -> None:
+        """Delete a terminal run and its log chunks (the dedupe marker expires by TTL)."""
+        if not run.status.is_terminal:
+            raise ConflictError(f"run {run.run_id} is {run.status.value}; only finished runs can be deleted")
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key=run_key(run.run_id),
+                ConditionExpression="#status = :status",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":status": serialize(run.status.value)},
+            )
+        except ClientError as exc:
+            if is_conditional_failure(exc):
+                raise ConflictError(f"run {run.run_id} changed or was deleted concurrently") from exc
+            raise
+        keys = [
+            {"pk": item["pk"], "sk": item["sk"]}
+            for item in self._paginate_query(
+                {
+                    "TableName": self._table,
+                    "KeyConditionExpression": "pk = :pk AND begins_with(sk, :log)",
+                    "ExpressionAttributeValues": {":pk": {"S": f"RUN#{run.run_id}"}, ":log": {"S": "LOG#"}},
+                    "ProjectionExpression": "pk, sk",
+                }
+            )
+        ]
+        for start in range(0, len(keys), _BATCH_LIMIT):
+            pending: list[Any] = [{"DeleteRequest": {"Key": k}} for k in keys[start : start + _BATCH_LIMIT]]
+            for attempt in range(8):
+                response = self._client.batch_write_item(RequestItems={self._table: pending})
+                pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
+                if not pending:
+                    break
+                time.sleep(min(2.0, 0.05 * 2**attempt))

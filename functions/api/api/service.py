@@ -1,0 +1,351 @@
+"""What the routes do, independent of HTTP: visibility, job/schedule consistency, manual runs,
+cancellation. Routes parse and map; these classes decide. Repositories and clients are injected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from jobtracker_common import jobtypes
+from jobtracker_common.errors import (
+    ConflictError,
+    DuplicateError,
+    NotFoundError,
+    TransientError,
+    ValidationError,
+)
+from jobtracker_common.ids import new_id
+from jobtracker_common.lifecycle import QUEUE_LEASE
+from jobtracker_common.models import ErrorInfo, Job, LogEntry, Run, RunStatus, Trigger
+from jobtracker_common.repositories.runs import DAY_INDEX, JOB_INDEX, OWNER_INDEX, RunsRepository
+from jobtracker_common.schedules import parse_schedule
+from jobtracker_common.timeutil import Clock, epoch_seconds, utcnow
+from ulid import ULID
+
+from api import cursors
+from api.auth import Caller
+from api.models import JobIn
+
+if TYPE_CHECKING:
+    from jobtracker_common.repositories import JobsRepository
+    from jobtracker_common.schedules import ScheduleService
+    from mypy_boto3_lambda import LambdaClient
+
+#: How far back an admin's unfiltered run listing walks day by day unless `from` says otherwise.
+DEFAULT_ADMIN_WINDOW = timedelta(days=30)
+MAX_WINDOW = timedelta(days=366)
+
+
+class Invoker(Protocol):
+    """Starts the runner asynchronously (Lambda async invoke; a fake in tests)."""
+
+    def invoke(self, payload: dict[str, Any]) -> None: ...
+
+
+class LambdaInvoker:
+    def __init__(self, client: LambdaClient, function_arn: str) -> None:
+        self._client = client
+        self._function = function_arn
+
+    def invoke(self, payload: dict[str, Any]) -> None:
+        self._client.invoke(
+            FunctionName=self._function, InvocationType="Event", Payload=json.dumps(payload).encode()
+        )
+
+
+def ulid_bounds(start: datetime, end: datetime) -> tuple[str, str]:
+    """The smallest and largest ULID of the time range: run ids sort by time."""
+    lo = int(start.timestamp() * 1000)
+    hi = int(end.timestamp() * 1000)
+    lo = max(0, min(lo, 2**48 - 1))
+    hi = max(0, min(hi, 2**48 - 1))
+    return (
+        str(ULID.from_bytes(lo.to_bytes(6, "big") + b"\x00" * 10)),
+        str(ULID.from_bytes(hi.to_bytes(6, "big") + b"\xff" * 10)),
+    )
+
+
+# ---- jobs --------------------------------------------------------------------------------
+@dataclass
+class JobsService:
+    jobs: JobsRepository
+    schedules: ScheduleService
+    runs: RunsRepository
+    invoker: Invoker
+    clock: Clock = utcnow
+
+    def next_fire_times(self, job: Job, count: int = 3) -> list[datetime]:
+        if not job.schedule or not job.enabled:
+            return []
+        expression = parse_schedule(job.schedule, job.timezone)
+        # Scheduler counts rate() from when the schedule was created.
+        return expression.next_fire_times(self.clock(), count, anchor=job.created_at)
+
+    def _visible(self, caller: Caller, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if not caller.can_see(job.owner_id):
+            raise NotFoundError(f"job {job_id} not found")
+        return job
+
+    def get(self, caller: Caller, job_id: str) -> Job:
+        return self._visible(caller, job_id)
+
+    def list_jobs(self, caller: Caller, *, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+        if caller.is_admin:
+            cursors.check_cursor(cursor, {"job_id": "S"})
+            return self.jobs.list_all(limit=limit, cursor=cursor)
+        cursors.check_cursor(
+            cursor,
+            {"job_id": "S", "owner_id": "S", "created_at": "S"},
+            fixed={"owner_id": caller.user_id},
+        )
+        return self.jobs.list_by_owner(caller.user_id, limit=limit, cursor=cursor)
+
+    @staticmethod
+    def _validate(body: JobIn) -> None:
+        """Refuse a job that could never run: unknown type, bad params, schedule AWS would reject."""
+        try:
+            jobtypes.get(body.job_type)
+        except ValidationError as exc:
+            raise ValidationError(
+                exc.message, details=[{"field": "job_type", "message": exc.message}]
+            ) from exc
+        jobtypes.parse_params(body.job_type, body.params)
+        if body.schedule is not None:
+            try:
+                parse_schedule(body.schedule, body.timezone)
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"invalid schedule: {exc.message}",
+                    details=[{"field": "schedule", "message": exc.message}],
+                ) from exc
+
+    def create(self, caller: Caller, body: JobIn) -> Job:
+        self._validate(body)
+        now = self.clock()
+        job = Job(
+            job_id=new_id(now), owner_id=caller.user_id, created_at=now, updated_at=now, **body.model_dump()
+        )
+        self.jobs.create(job)
+        try:
+            self._sync_schedule(job)
+        except Exception:
+            # The job must not exist without the schedule it describes.
+            self.jobs.delete(job.job_id)
+            raise
+        return job
+
+    def replace(self, caller: Caller, job_id: str, body: JobIn) -> Job:
+        self._validate(body)
+        current = self._visible(caller, job_id)
+        now = max(self.clock(), current.updated_at + timedelta(microseconds=1))
+        job = Job.model_validate(
+            {
+                **current.model_dump(),
+                **body.model_dump(),
+                "updated_at": now,
+            }
+        )
+        seen = current.model_dump(mode="json")["updated_at"]
+        self.jobs.replace(job, expected_updated_at=seen)
+        try:
+            self._sync_schedule(job)
+        except Exception:
+            self.jobs.replace(current, expected_updated_at=job.model_dump(mode="json")["updated_at"])
+            self._sync_schedule(current)
+            raise
+        return job
+
+    def delete(self, caller: Caller, job_id: str) -> None:
+        job = self._visible(caller, job_id)
+        # Schedule first: a schedule without its job would fire into a NotFound forever.
+        self.schedules.delete_job_schedule(job.job_id)
+        try:
+            self.jobs.delete(job.job_id)
+        except Exception:
+            self._sync_schedule(job)
+            raise
+
+    def _sync_schedule(self, job: Job) -> None:
+        if job.schedule is None:
+            self.schedules.delete_job_schedule(job.job_id)
+        else:
+            self.schedules.upsert_job_schedule(
+                job_id=job.job_id, expression=job.schedule, timezone=job.timezone, enabled=job.enabled
+            )
+
+    def run_now(self, caller: Caller, job_id: str, idempotency_key: str | None) -> str:
+        """Create the queued run (once per idempotency key) and start the runner asynchronously."""
+        job = self._visible(caller, job_id)
+        now = self.clock()
+        request_id = idempotency_key or new_id(now)
+        dedupe_key = f"manual|{job.job_id}|{request_id}"  # = job_runner ManualInvocation.dedupe_key
+        run = Run(
+            run_id=new_id(now),
+            job_id=job.job_id,
+            job_name=job.name,
+            job_type=job.job_type,
+            target=job.target,
+            owner_id=job.owner_id,
+            subscribers=job.subscribers,
+            trigger=Trigger.MANUAL,
+            attempt=1,
+            retry=job.retry,
+            timeout_seconds=job.timeout_seconds,
+            status=RunStatus.QUEUED,
+            queued_at=now,
+            # In the active index from the start; the sweeper ends it if the runner never claims it.
+            lease_until=now + QUEUE_LEASE,
+            previous_status=job.last_run_status,
+            dedupe_key=dedupe_key,
+            expires_at=epoch_seconds(now + timedelta(days=job.retention_days)),
+        )
+        try:
+            self.runs.create(run, dedupe_key=dedupe_key)
+        except DuplicateError as dup:
+            # A retried request: same run. Invoking again is harmless (the runner claims a
+            # queued run once) and covers a first attempt whose invoke was lost.
+            run = self.runs.get(dup.existing_id)
+            if run.status is not RunStatus.QUEUED:
+                return run.run_id
+        payload = {
+            "kind": "manual",
+            "job_id": job.job_id,
+            "client_request_id": request_id,
+            "run_id": run.run_id,
+            "requested_by": caller.user_id,
+        }
+        try:
+            self.invoker.invoke(payload)
+        except Exception as exc:
+            error = ErrorInfo(type="InvokeFailed", message="the runner could not be started")
+            # ConflictError: the run moved on by itself, nothing to undo.
+            with contextlib.suppress(ConflictError):
+                self.runs.transition(
+                    run, RunStatus.FAILED, finished_at=self.clock(), lease_until=None, error=error
+                )
+            raise TransientError(
+                "the runner could not be started; retry with the same Idempotency-Key"
+            ) from exc
+        return run.run_id
+
+
+# ---- runs --------------------------------------------------------------------------------
+@dataclass
+class RunFilter:
+    statuses: list[RunStatus] = field(default_factory=list)
+    job_id: str | None = None
+    job_type: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass
+class RunsService:
+    runs: RunsRepository
+    schedules: ScheduleService
+    clock: Clock = utcnow
+
+    def get(self, caller: Caller, run_id: str) -> Run:
+        run = self.runs.get(run_id)
+        if not caller.can_see(run.owner_id):
+            raise NotFoundError(f"run {run_id} not found")
+        return run
+
+    def active(self, caller: Caller) -> list[Run]:
+        runs = [r for r in self.runs.list_active() if caller.can_see(r.owner_id)]
+        return sorted(runs, key=lambda r: r.run_id, reverse=True)
+
+    def entries(
+        self, caller: Caller, run_id: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[LogEntry], str | None]:
+        self.get(caller, run_id)
+        cursors.check_cursor(cursor, {"sk": "S", "offset": "N"})
+        return self.runs.list_logs(run_id, limit=limit, cursor=cursor)
+
+    def list_runs(
+        self, caller: Caller, flt: RunFilter, *, limit: int, cursor: str | None
+    ) -> tuple[list[Run], str | None]:
+        now = self.clock()
+        end = flt.end or now
+        start = flt.start
+        if start is not None and start > end:
+            raise ValidationError("'from' must not be after 'to'")
+        owner = None if caller.is_admin else caller.user_id
+        common: dict[str, Any] = {
+            "statuses": flt.statuses,
+            "job_type": flt.job_type,
+            "run_id_range": ulid_bounds(start or datetime(1970, 1, 1, tzinfo=UTC), end),
+            "limit": limit,
+        }
+        if flt.job_id is not None:
+            cursors.check_cursor(cursor, _keys(JOB_INDEX), fixed={"job_id": flt.job_id})
+            return self.runs.list_runs(job_id=flt.job_id, owner_id=owner, cursor=cursor, **common)
+        if owner is not None:
+            cursors.check_cursor(cursor, _keys(OWNER_INDEX), fixed={"owner_id": owner})
+            return self.runs.list_runs(owner_id=owner, cursor=cursor, **common)
+        return self._list_by_day(start or end - DEFAULT_ADMIN_WINDOW, end, common, cursor)
+
+    def _list_by_day(
+        self, start: datetime, end: datetime, common: dict[str, Any], cursor: str | None
+    ) -> tuple[list[Run], str | None]:
+        """Admin listing without a job: newest day first, one `by-day` query per day."""
+        if end - start > MAX_WINDOW:
+            raise ValidationError(f"the time window may span at most {MAX_WINDOW.days} days; narrow from/to")
+        first_day, last_day = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+        state = cursors.unwrap(cursor) or {}
+        day_text, inner = state.get("day"), state.get("c")
+        day = last_day
+        if day_text is not None:
+            try:
+                day = datetime.strptime(str(day_text), "%Y-%m-%d").replace(tzinfo=UTC).date()
+            except ValueError as exc:
+                raise ValidationError("cursor is not valid; pass back next_cursor unchanged") from exc
+            if not first_day <= day <= last_day or not (inner is None or isinstance(inner, str)):
+                raise ValidationError("cursor is not valid; pass back next_cursor unchanged")
+        limit: int = common["limit"]
+        out: list[Run] = []
+        while day >= first_day:
+            cursors.check_cursor(inner, _keys(DAY_INDEX), fixed={"run_day": day.isoformat()})
+            page, inner = self.runs.list_runs(
+                day=day.isoformat(), cursor=inner, **{**common, "limit": limit - len(out)}
+            )
+            out.extend(page)
+            if inner is not None:
+                return out, cursors.wrap({"day": day.isoformat(), "c": inner})
+            day -= timedelta(days=1)
+            if len(out) == limit:
+                more = day >= first_day
+                return out, cursors.wrap({"day": day.isoformat(), "c": None}) if more else None
+        return out, None
+
+    def cancel(self, caller: Caller, run_id: str) -> Run:
+        """queued/retrying -> canceled now; running -> asked to stop at its next checkpoint."""
+        run = self.get(caller, run_id)
+        if run.status is RunStatus.RUNNING:
+            self.runs.request_cancel(run.run_id)
+            return run.model_copy(update={"cancel_requested": True})
+        if run.status.is_terminal:
+            raise ConflictError(f"run {run_id} is already {run.status.value}")
+        canceled = self.runs.transition(
+            run,
+            RunStatus.CANCELED,
+            finished_at=self.clock(),
+            lease_until=None,
+            next_attempt_at=None,
+            cancel_requested=True,
+        )
+        if run.status is RunStatus.RETRYING:
+            self.schedules.delete_retry_schedule(run.run_id, run.attempt + 1)
+        return canceled
+
+    def delete(self, caller: Caller, run_id: str) -> None:
+        self.runs.delete(self.get(caller, run_id))
+
+
+def _keys(index: str) -> dict[str, str]:
+    return dict.fromkeys(RunsRepository.LISTING_KEYS[index], "S")
