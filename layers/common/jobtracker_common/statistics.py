@@ -1,0 +1,538 @@
+"""Run statistics: the aggregation math the tracker writes and the query the API serves.
+
+Pre-aggregated buckets live in the Stats table (see `repositories/stats.py` for the key layout):
+per hour and per day; per scope (`ALL`, `OWNER#<owner>`, `JOB#<job>`) and, inside the ALL and
+OWNER scopes, per job type. Each bucket item holds counts by terminal status, retries, duration
+count/sum/min/max and a log-scale duration histogram (HISTOGRAM_STEPS_PER_OCTAVE buckets per
+doubling), so p50/p95 come out within one histogram bucket of the true value.
+
+A query reads one partition range: (buckets in the window) x (1 + job types) items at most,
+whatever the number of runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from jobtracker_common.models import Run, RunStatus
+
+if TYPE_CHECKING:
+    from jobtracker_common.repositories.stats import StatsRepository
+
+#: Histogram resolution: 4 buckets per doubling, i.e. each bucket is ~19% wide.
+HISTOGRAM_STEPS_PER_OCTAVE = 4
+#: Statuses a run can end in; each has its own counter.
+COUNTED_STATUSES: tuple[RunStatus, ...] = (
+    RunStatus.COMPLETED,
+    RunStatus.FAILED,
+    RunStatus.TIMED_OUT,
+    RunStatus.CANCELED,
+)
+#: How long bucket items live (DynamoDB TTL); a window older than this reads as empty.
+HOURLY_RETENTION = timedelta(days=93)
+DAILY_RETENTION = timedelta(days=800)
+#: Longest explicit window; keeps the read cost bounded (days x job types items).
+MAX_WINDOW = timedelta(days=400)
+#: Explicit windows up to this long get hourly buckets, longer ones daily buckets.
+HOURLY_WINDOW_LIMIT = timedelta(hours=72)
+
+ALL_SCOPE = "ALL"
+OVERALL_DIM = "*"
+TYPE_DIM_PREFIX = "TYPE#"
+
+
+class Granularity(StrEnum):
+    HOUR = "hour"
+    DAY = "day"
+
+    @property
+    def code(self) -> str:
+        return "H" if self is Granularity.HOUR else "D"
+
+    @property
+    def step(self) -> timedelta:
+        return timedelta(hours=1) if self is Granularity.HOUR else timedelta(days=1)
+
+    @property
+    def retention(self) -> timedelta:
+        return HOURLY_RETENTION if self is Granularity.HOUR else DAILY_RETENTION
+
+    def floor(self, at: datetime) -> datetime:
+        at = _utc(at)
+        if self is Granularity.HOUR:
+            return at.replace(minute=0, second=0, microsecond=0)
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def label(self, at: datetime) -> str:
+        """Bucket label; fixed width, so labels sort like the instants they name."""
+        return self.floor(at).strftime("%Y-%m-%dT%H" if self is Granularity.HOUR else "%Y-%m-%d")
+
+    def start_of(self, label: str) -> datetime:
+        fmt = "%Y-%m-%dT%H" if self is Granularity.HOUR else "%Y-%m-%d"
+        return datetime.strptime(label, fmt).replace(tzinfo=UTC)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+# ---- histogram ----------------------------------------------------------------------------
+def histogram_index(duration_ms: int) -> int:
+    """Bucket 0 holds durations below 1 ms; bucket i >= 1 holds [2^((i-1)/S), 2^(i/S)) ms."""
+    if duration_ms < 1:
+        return 0
+    index = 1 + math.floor(math.log2(duration_ms) * HISTOGRAM_STEPS_PER_OCTAVE)
+    # Guard float rounding at exact powers: the lower bound must not exceed the value.
+    while index > 1 and histogram_lower(index) > duration_ms:
+        index -= 1
+    while histogram_lower(index + 1) <= duration_ms:
+        index += 1
+    return index
+
+
+def histogram_lower(index: int) -> float:
+    return 0.0 if index <= 0 else 2 ** ((index - 1) / HISTOGRAM_STEPS_PER_OCTAVE)
+
+
+def histogram_upper(index: int) -> float:
+    return 1.0 if index <= 0 else 2 ** (index / HISTOGRAM_STEPS_PER_OCTAVE)
+
+
+def percentile(
+    histogram: Mapping[int, int], q: float, *, low: float | None, high: float | None
+) -> float | None:
+    """The q-quantile (0..1) of the histogrammed durations: the geometric middle of the bucket
+    holding that rank, clamped to the exact min/max."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen >= rank:
+            value = 0.0 if index == 0 else math.sqrt(histogram_lower(index) * histogram_upper(index))
+            if low is not None:
+                value = max(value, float(low))
+            if high is not None:
+                value = min(value, float(high))
+            return value
+    return None  # pragma: no cover - unreachable, seen reaches total
+
+
+# ---- what one run transition contributes ----------------------------------------------------
+@dataclass(frozen=True)
+class StatsDelta:
+    """One counted run transition: entering a terminal status, or entering `retrying`."""
+
+    run_id: str
+    attempt: int
+    status: RunStatus
+    job_id: str
+    job_type: str
+    owner_id: str
+    at: datetime
+    duration_ms: int | None = None
+
+    @property
+    def counter(self) -> str:
+        return counter_name(self.status)
+
+    @property
+    def counts_duration(self) -> bool:
+        return self.status.is_terminal and self.duration_ms is not None
+
+
+def counter_name(status: RunStatus) -> str:
+    return f"c_{status.value}"
+
+
+def histogram_attribute(index: int) -> str:
+    return f"h{index:03d}"
+
+
+def delta_for(old: Run | None, new: Run) -> StatsDelta | None:
+    """What a run change counts for, or None: only entering a terminal status or `retrying`
+    (a new status, or a new attempt) counts; progress updates and replays of the same state do not."""
+    if not (new.status.is_terminal or new.status is RunStatus.RETRYING):
+        return None
+    if old is not None and old.status is new.status and old.attempt == new.attempt:
+        return None
+    at = new.finished_at or new.started_at or new.queued_at
+    return StatsDelta(
+        run_id=new.run_id,
+        attempt=new.attempt,
+        status=new.status,
+        job_id=new.job_id,
+        job_type=new.job_type,
+        owner_id=new.owner_id,
+        at=_utc(at),
+        duration_ms=new.duration_ms if new.status.is_terminal else None,
+    )
+
+
+@dataclass(frozen=True)
+class BucketKey:
+    """Where one bucket lives: partition (scope + granularity) and sort key (bucket + dimension)."""
+
+    scope: str
+    granularity: Granularity
+    label: str
+    dimension: str = OVERALL_DIM
+
+    @property
+    def pk(self) -> str:
+        return f"{self.scope}#{self.granularity.code}"
+
+    @property
+    def sk(self) -> str:
+        return f"{self.label}#{self.dimension}"
+
+    @property
+    def job_type(self) -> str | None:
+        return (
+            self.dimension.removeprefix(TYPE_DIM_PREFIX)
+            if self.dimension.startswith(TYPE_DIM_PREFIX)
+            else None
+        )
+
+    def expires_at(self) -> int:
+        end = self.granularity.start_of(self.label) + self.granularity.step
+        return int((end + self.granularity.retention).timestamp())
+
+
+def owner_scope(owner_id: str) -> str:
+    return f"OWNER#{owner_id}"
+
+
+def job_scope(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+def bucket_keys(delta: StatsDelta) -> list[BucketKey]:
+    """Every bucket one transition updates: 2 granularities x 5 (scope, dimension) pairs."""
+    keys = []
+    type_dim = f"{TYPE_DIM_PREFIX}{delta.job_type}"
+    for granularity in Granularity:
+        label = granularity.label(delta.at)
+        for scope, dim in (
+            (ALL_SCOPE, OVERALL_DIM),
+            (ALL_SCOPE, type_dim),
+            (owner_scope(delta.owner_id), OVERALL_DIM),
+            (owner_scope(delta.owner_id), type_dim),
+            (job_scope(delta.job_id), OVERALL_DIM),
+        ):
+            keys.append(BucketKey(scope, granularity, label, dim))
+    return keys
+
+
+# ---- accumulated numbers of one bucket (or of a sum of buckets) -----------------------------
+@dataclass
+class Counters:
+    counts: dict[RunStatus, int] = field(default_factory=lambda: dict.fromkeys(COUNTED_STATUSES, 0))
+    retries: int = 0
+    duration_count: int = 0
+    duration_sum: int = 0
+    duration_min: int | None = None
+    duration_max: int | None = None
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    def add_delta(self, delta: StatsDelta) -> None:
+        if delta.status is RunStatus.RETRYING:
+            self.retries += 1
+        else:
+            self.counts[delta.status] += 1
+        if delta.counts_duration:
+            assert delta.duration_ms is not None
+            self._add_duration(delta.duration_ms)
+
+    def _add_duration(self, duration_ms: int) -> None:
+        self.duration_count += 1
+        self.duration_sum += duration_ms
+        self.duration_min = duration_ms if self.duration_min is None else min(self.duration_min, duration_ms)
+        self.duration_max = duration_ms if self.duration_max is None else max(self.duration_max, duration_ms)
+        index = histogram_index(duration_ms)
+        self.histogram[index] = self.histogram.get(index, 0) + 1
+
+    def merge(self, other: Counters) -> None:
+        for status, value in other.counts.items():
+            self.counts[status] = self.counts.get(status, 0) + value
+        self.retries += other.retries
+        self.duration_count += other.duration_count
+        self.duration_sum += other.duration_sum
+        for extreme, pick in (("duration_min", min), ("duration_max", max)):
+            mine, theirs = getattr(self, extreme), getattr(other, extreme)
+            setattr(self, extreme, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
+        for index, value in other.histogram.items():
+            self.histogram[index] = self.histogram.get(index, 0) + value
+
+    @classmethod
+    def from_attributes(cls, data: Mapping[str, Any]) -> Counters:
+        """From a deserialized bucket item (plain Python values)."""
+        out = cls()
+        for status in COUNTED_STATUSES:
+            out.counts[status] = int(data.get(counter_name(status), 0))
+        out.retries = int(data.get(counter_name(RunStatus.RETRYING), 0))
+        out.duration_count = int(data.get("d_count", 0))
+        out.duration_sum = int(data.get("d_sum", 0))
+        out.duration_min = int(data["d_min"]) if "d_min" in data else None
+        out.duration_max = int(data["d_max"]) if "d_max" in data else None
+        for name, value in data.items():
+            if len(name) == 4 and name.startswith("h") and name[1:].isdigit():
+                out.histogram[int(name[1:])] = int(value)
+        return out
+
+    def to_attributes(self) -> dict[str, Any]:
+        data: dict[str, Any] = {counter_name(s): v for s, v in self.counts.items() if v}
+        if self.retries:
+            data[counter_name(RunStatus.RETRYING)] = self.retries
+        if self.duration_count:
+            data.update(d_count=self.duration_count, d_sum=self.duration_sum)
+        if self.duration_min is not None:
+            data["d_min"] = self.duration_min
+        if self.duration_max is not None:
+            data["d_max"] = self.duration_max
+        data.update({histogram_attribute(i): v for i, v in self.histogram.items() if v})
+        return data
+
+    def summary(self) -> StatsSummary:
+        terminal = sum(self.counts.values())
+        judged = terminal - self.counts.get(RunStatus.CANCELED, 0)
+        return StatsSummary(
+            total=terminal,
+            by_status={s.value: self.counts.get(s, 0) for s in COUNTED_STATUSES},
+            retries=self.retries,
+            success_rate=(self.counts.get(RunStatus.COMPLETED, 0) / judged) if judged else None,
+            duration=DurationSummary(
+                count=self.duration_count,
+                avg_ms=(self.duration_sum / self.duration_count) if self.duration_count else None,
+                p50_ms=percentile(self.histogram, 0.50, low=self.duration_min, high=self.duration_max),
+                p95_ms=percentile(self.histogram, 0.95, low=self.duration_min, high=self.duration_max),
+                min_ms=self.duration_min,
+                max_ms=self.duration_max,
+            ),
+        )
+
+
+@dataclass
+class BucketAggregate:
+    """A bucket's numbers plus its descriptive attributes (job type / owner)."""
+
+    key: BucketKey
+    counters: Counters = field(default_factory=Counters)
+    job_type: str | None = None
+    owner_id: str | None = None
+
+
+def aggregate(deltas: Iterable[StatsDelta]) -> dict[tuple[str, str], BucketAggregate]:
+    """Fold transitions into bucket aggregates in memory (backfills, rebuilds and tests write
+    these directly; the tracker applies the same updates one transition at a time)."""
+    out: dict[tuple[str, str], BucketAggregate] = {}
+    for delta in deltas:
+        for key in bucket_keys(delta):
+            bucket = out.get((key.pk, key.sk))
+            if bucket is None:
+                attributes = describe(key, delta)
+                bucket = out[(key.pk, key.sk)] = BucketAggregate(
+                    key, job_type=attributes.get("job_type"), owner_id=attributes.get("owner_id")
+                )
+            bucket.counters.add_delta(delta)
+    return out
+
+
+def describe(key: BucketKey, delta: StatsDelta) -> dict[str, str]:
+    """Descriptive attributes of a bucket item: the job type of TYPE and JOB buckets and the
+    owner of JOB buckets (so an owner-scoped query can check a job bucket is theirs)."""
+    if key.scope.startswith("JOB#"):
+        return {"job_type": delta.job_type, "owner_id": delta.owner_id}
+    if key.job_type is not None:
+        return {"job_type": delta.job_type}
+    return {}
+
+
+# ---- the query the API serves ---------------------------------------------------------------
+TimePeriod = Literal["day", "week", "month"]
+_PERIODS: dict[str, tuple[Granularity, int]] = {
+    "day": (Granularity.HOUR, 24),
+    "week": (Granularity.DAY, 7),
+    "month": (Granularity.DAY, 30),
+}
+
+
+class StatisticsQuery(BaseModel):
+    """`time_period` (day = last 24 hourly buckets, week = last 7 days, month = last 30 days,
+    each ending with the current bucket) or an explicit `from`/`to` (hourly buckets up to 72 h,
+    daily beyond; rounded out to whole buckets). `owner_id` None means global (admins only:
+    the caller decides who may ask for it)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    time_period: TimePeriod | None = None
+    from_: datetime | None = Field(default=None, alias="from")
+    to: datetime | None = None
+    job_type: str | None = Field(default=None, min_length=1, max_length=64)
+    job_id: str | None = Field(default=None, min_length=1, max_length=64)
+    owner_id: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_window(self) -> StatisticsQuery:
+        if (self.from_ is None) != (self.to is None):
+            raise ValueError("give both 'from' and 'to', or neither (then time_period applies)")
+        if self.from_ is not None and self.to is not None:
+            if self.time_period is not None:
+                raise ValueError("give either time_period or from/to, not both")
+            start, end = _utc(self.from_), _utc(self.to)
+            if start >= end:
+                raise ValueError("'from' must be before 'to'")
+            if end - start > MAX_WINDOW:
+                raise ValueError(f"the window may span at most {MAX_WINDOW.days} days")
+        return self
+
+    def window(self, now: datetime) -> tuple[Granularity, list[str]]:
+        """Granularity and bucket labels (oldest first) the query covers."""
+        if self.from_ is not None and self.to is not None:
+            start, end = _utc(self.from_), _utc(self.to)
+            granularity = Granularity.HOUR if end - start <= HOURLY_WINDOW_LIMIT else Granularity.DAY
+            first = granularity.floor(start)
+            # `to` is exclusive: a window ending exactly on a boundary does not take the next bucket.
+            last = granularity.floor(end - timedelta(microseconds=1))
+        else:
+            granularity, count = _PERIODS[self.time_period or "day"]
+            last = granularity.floor(now)
+            first = last - granularity.step * (count - 1)
+        labels = []
+        cursor = first
+        while cursor <= last:
+            labels.append(granularity.label(cursor))
+            cursor += granularity.step
+        return granularity, labels
+
+
+class DurationSummary(BaseModel):
+    count: int
+    avg_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    min_ms: int | None
+    max_ms: int | None
+
+
+class StatsSummary(BaseModel):
+    #: Runs that ended (completed + failed + timed_out + canceled).
+    total: int
+    by_status: dict[str, int]
+    #: Attempts that failed and were retried (entries into `retrying`).
+    retries: int
+    #: completed / (completed + failed + timed_out); canceled runs are neither. None if no runs.
+    success_rate: float | None
+    duration: DurationSummary
+
+
+class JobTypeStats(StatsSummary):
+    job_type: str
+
+
+class SeriesPoint(StatsSummary):
+    start: datetime
+    end: datetime
+
+
+class StatisticsResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    scope: Literal["owner", "global"]
+    owner_id: str | None
+    time_period: TimePeriod | None
+    from_: datetime = Field(alias="from")
+    to: datetime
+    granularity: Granularity
+    job_type: str | None
+    job_id: str | None
+    totals: StatsSummary
+    by_job_type: list[JobTypeStats]
+    series: list[SeriesPoint]
+
+
+def query_statistics(
+    repository: StatsRepository, query: StatisticsQuery, *, now: datetime | None = None
+) -> StatisticsResult:
+    """Statistics for the window and filters, from pre-aggregated buckets: one Query over one
+    partition range, (buckets) x (1 + job types) items at most, independent of the run count."""
+    now = _utc(now or datetime.now(UTC))
+    granularity, labels = query.window(now)
+    if query.job_id is not None:
+        scope = job_scope(query.job_id)
+    elif query.owner_id is not None:
+        scope = owner_scope(query.owner_id)
+    else:
+        scope = ALL_SCOPE
+    items = repository.read_buckets(scope, granularity, labels[0], labels[-1])
+
+    per_label: dict[str, Counters] = {}
+    per_type: dict[str, Counters] = {}
+    for item in items:
+        label, _, dimension = str(item["sk"]).partition("#")
+        job_type = item.get("job_type")
+        if query.job_id is not None:
+            # A job bucket is visible only to its owner (and admins).
+            if query.owner_id is not None and item.get("owner_id") != query.owner_id:
+                continue
+            if query.job_type is not None and job_type != query.job_type:
+                continue
+            counters = Counters.from_attributes(item)
+            _add(per_label, label, counters)
+            if job_type is not None:
+                _add(per_type, str(job_type), counters)
+            continue
+        if dimension == OVERALL_DIM:
+            if query.job_type is None:
+                _add(per_label, label, Counters.from_attributes(item))
+            continue
+        type_name = dimension.removeprefix(TYPE_DIM_PREFIX)
+        if query.job_type is not None and type_name != query.job_type:
+            continue
+        counters = Counters.from_attributes(item)
+        _add(per_type, type_name, counters)
+        if query.job_type is not None:
+            _add(per_label, label, counters)
+
+    totals = Counters()
+    series = []
+    for label in labels:
+        counters = per_label.get(label, Counters())
+        totals.merge(counters)
+        start = granularity.start_of(label)
+        series.append(
+            SeriesPoint(start=start, end=start + granularity.step, **counters.summary().model_dump())
+        )
+    return StatisticsResult(
+        scope="global" if query.owner_id is None else "owner",
+        owner_id=query.owner_id,
+        time_period=None if query.from_ is not None else (query.time_period or "day"),
+        from_=granularity.start_of(labels[0]),
+        to=granularity.start_of(labels[-1]) + granularity.step,
+        granularity=granularity,
+        job_type=query.job_type,
+        job_id=query.job_id,
+        totals=totals.summary(),
+        by_job_type=[
+            JobTypeStats(job_type=name, **per_type[name].summary().model_dump()) for name in sorted(per_type)
+        ],
+        series=series,
+    )
+
+
+def _add(target: dict[str, Counters], key: str, counters: Counters) -> None:
+    if key in target:
+        target[key].merge(counters)
+    else:
+        merged = Counters()
+        merged.merge(counters)
+        target[key] = merged
