@@ -23,6 +23,10 @@ log = logging.getLogger("jobtracker.local")
 
 DEMO_USER = "demo-user"
 DEMO_EMAIL = "demo@example.com"
+#: Job ids are ULID-shaped (what the API accepts); fixed, so a restart finds them again.
+DEMO_SUCCEEDS = "01JDEM0J0B0000000000000001"
+DEMO_FAILS = "01JDEM0J0B0000000000000002"
+DEMO_HEALTH = "01JDEM0J0B0000000000000003"
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class DemoJob:
 def demo_jobs(api_url: str) -> list[DemoJob]:
     return [
         DemoJob(
-            "demo-succeeds",
+            DEMO_SUCCEEDS,
             "Demo: config backup (succeeds every minute)",
             "demo",
             {"duration_seconds": 2, "outcome": "succeed", "log_lines": 3},
@@ -46,7 +50,7 @@ def demo_jobs(api_url: str) -> list[DemoJob]:
             RetryPolicy(max_attempts=1),
         ),
         DemoJob(
-            "demo-fails",
+            DEMO_FAILS,
             "Demo: flaky device (fails, retried with backoff)",
             "demo",
             {"duration_seconds": 1, "outcome": "fail", "log_lines": 2},
@@ -54,7 +58,7 @@ def demo_jobs(api_url: str) -> list[DemoJob]:
             RetryPolicy(max_attempts=3, backoff_seconds=10, backoff_rate=2.0, jitter=False),
         ),
         DemoJob(
-            "demo-health",
+            DEMO_HEALTH,
             "Demo: API health check",
             "http_check",
             {"url": f"{api_url}/health", "expected_status": 200, "timeout_seconds": 5},

@@ -161,13 +161,13 @@ class LocalStack:
             from jobtracker_local import demo
 
             self.demo_jobs = demo.seed(env, api_url)
-            if "demo-succeeds" in self.demo_jobs:
+            if demo.DEMO_SUCCEEDS in self.demo_jobs:
                 # One run right away, so the first run and email do not wait for the schedule.
                 runtime.invoke_async(
                     "JobRunnerFunction",
                     {
                         "kind": "manual",
-                        "job_id": "demo-succeeds",
+                        "job_id": demo.DEMO_SUCCEEDS,
                         "client_request_id": f"startup-{time.time()}",
                     },
                 )
@@ -231,7 +231,7 @@ class LocalStack:
         return self.keys.mint(sub=sub, issuer=self.issuer, audience=self.audience, email=email, scopes=scopes)
 
     def ready_message(self) -> str:
-        from jobtracker_local.demo import DEMO_EMAIL, DEMO_USER
+        from jobtracker_local.demo import DEMO_EMAIL, DEMO_FAILS, DEMO_HEALTH, DEMO_SUCCEEDS, DEMO_USER
 
         api, aws = self.urls["api"], self.urls["aws"]
         token = self.token(DEMO_USER, email=DEMO_EMAIL)
@@ -249,8 +249,8 @@ class LocalStack:
             lines.append(f"  Not loaded    {', '.join(self.unavailable)} (their events are not delivered)")
         if self.demo_jobs or self.config.demo:
             lines.append(
-                f"  Demo          user {DEMO_USER} <{DEMO_EMAIL}>; "
-                "jobs demo-succeeds, demo-fails, demo-health"
+                f"  Demo          user {DEMO_USER} <{DEMO_EMAIL}>; jobs {DEMO_SUCCEEDS} (succeeds every "
+                f"minute), {DEMO_FAILS} (fails, retried), {DEMO_HEALTH} (http_check of /health)"
             )
         lines += [
             "  Try:",
