@@ -26,7 +26,9 @@ class UsersRepository:
 
     @staticmethod
     def from_item(item: dict[str, Any]) -> User:
-        return User.model_validate(from_item(item))
+        data = from_item(item)
+        data.pop("version", None)  # optimistic-lock counter, not part of the model
+        return User.model_validate(data)
 
     def find(self, user_id: str) -> User | None:
         response = self._client.get_item(
@@ -116,7 +118,7 @@ class UsersRepository:
         return updated
 
     def update_preferences(self, user_id: str, patch: PreferencesPatch, *, attempts: int = 5) -> User:
-        """Merge `patch` into the stored preferences (optimistic lock on `updated_at`).
+        """Merge `patch` into the stored preferences (optimistic lock on a `version` counter).
 
         Two concurrent PATCHes of different keys both survive: the loser re-reads and re-merges.
         """
@@ -126,26 +128,27 @@ class UsersRepository:
             )
             if "Item" not in response:
                 raise NotFoundError(f"user {user_id} not found")
-            seen = response["Item"].get("updated_at", {}).get("S")
+            seen = response["Item"].get("version", {}).get("N")
             user = self.from_item(response["Item"])
             merged: NotificationPreferences = user.preferences.merge(patch)
             now = self._clock()
             updated = user.model_copy(update={"preferences": merged, "updated_at": now})
-            condition = "attribute_exists(user_id) AND "
             values: dict[str, Any] = {
                 ":p": serialize(merged.model_dump(mode="json", exclude_none=True)),
                 ":u": serialize(to_iso(now)),
+                ":one": serialize(1),
             }
+            # A counter, not the timestamp: two writes in the same millisecond must still conflict.
             if seen is None:
-                condition += "attribute_not_exists(updated_at)"
+                condition = "attribute_exists(user_id) AND attribute_not_exists(version)"
             else:
-                condition += "updated_at = :seen"
-                values[":seen"] = serialize(seen)
+                condition = "version = :seen"
+                values[":seen"] = serialize(int(seen))
             try:
                 self._client.update_item(
                     TableName=self._table,
                     Key={"user_id": {"S": user_id}},
-                    UpdateExpression="SET preferences = :p, updated_at = :u",
+                    UpdateExpression="SET preferences = :p, updated_at = :u ADD version :one",
                     ConditionExpression=condition,
                     ExpressionAttributeValues=values,
                 )

@@ -1,0 +1,54 @@
+"""The two Lambda entry points as deployed: settings from the environment, clients built once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from jobtracker_common.repositories.users import UsersRepository
+from jobtracker_common.settings import load_settings
+from notifier import digest, handler
+
+from tests.conftest import FakeLambdaContext, load_event
+from tests.support.aws import REGION
+from tests.support.notifier import NOTIFIER_ENV, SENDER, moto_sent_messages
+
+
+@pytest.fixture
+def deployed(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for key, value in NOTIFIER_ENV.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
+    for cached in (load_settings, handler.service, handler.ses_client, digest.service):
+        cached.cache_clear()
+    yield aws
+    for cached in (load_settings, handler.service, handler.ses_client, digest.service):
+        cached.cache_clear()
+
+
+def test_stream_fixture_sends_failure_and_recovery_emails(deployed: Any) -> None:
+    # Given the demo user exists
+    UsersRepository(deployed, "UsersTable").get_or_create("demo-user", email="demo@example.com")
+    event = load_event("notifier/stream_failed.json")
+    # When the fixture batch is handled twice
+    for _ in range(2):
+        response = handler.lambda_handler(event, FakeLambdaContext(60_000, name="notifier"))  # type: ignore[arg-type]
+        assert response == {"batchItemFailures": []}
+    # Then moto's SES holds one failure and one recovery email, escaped HTML bodies
+    subjects = sorted(m.subject for m in moto_sent_messages())
+    assert subjects == [
+        "NetRaven Job Failed: backup on core-sw-01",
+        "NetRaven Job Recovered: backup on core-sw-01",
+    ]
+    assert all(m.destinations == {"ToAddresses": ["demo@example.com"]} for m in moto_sent_messages())
+    assert any(
+        "https://dash.example.com/runs/01JRUN00000000000000000001" in m.body for m in moto_sent_messages()
+    )
+
+
+def test_digest_tick_with_nothing_due_reports_an_empty_run(deployed: Any) -> None:
+    report = digest.lambda_handler(
+        load_event("notifier/digest_tick.json"), FakeLambdaContext(300_000, name="digest")
+    )  # type: ignore[arg-type]
+    assert report == {"outcomes": {}, "digests_sent": 0, "errors": []}
