@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m bench`) and the reliability suite (`python -m bench.reliability`)."""

@@ -1,0 +1,176 @@
+"""Cold start: a fresh interpreter imports each handler module and builds its settings and
+clients, timed from outside (interpreter start included), as a ratio to a fresh interpreter
+doing `import boto3; boto3.client("dynamodb")`. All runs interleaved, so load drift hits
+both sides alike; the median of N is reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.common import REGION, ROOT, Row, median, module_exists, not_measured
+
+TARGET_RATIO = 1.3
+BASELINE = 'import boto3; boto3.client("dynamodb")'
+
+#: Imports the handler module, then calls every zero-argument cached builder it defines
+#: (`@lru_cache`/`@cache` functions such as `service()`), which is how handlers build their
+#: settings and clients once per process. Prints what it built.
+PROBE = """
+import functools, importlib, inspect, json, sys
+mod = importlib.import_module(sys.argv[1])
+built = []
+for name, obj in sorted(vars(mod).items()):
+    if isinstance(obj, functools._lru_cache_wrapper) and getattr(obj, "__module__", "") == mod.__name__:
+        params = inspect.signature(obj).parameters.values()
+        if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            obj()
+            built.append(name)
+handler = getattr(mod, sys.argv[2], None)
+print(json.dumps({"built": built, "handler": callable(handler)}))
+"""
+
+
+class _FakeAttributes(dict[str, str]):
+    """GetAtt values for any resource: plausible ARNs, never real ones."""
+
+    def __init__(self, types: dict[str, str]) -> None:
+        super().__init__()
+        self._types = types
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __bool__(self) -> bool:  # `resolve` treats an empty mapping as "none given"
+        return True
+
+    def __missing__(self, key: str) -> str:
+        logical_id, _, attribute = key.partition(".")
+        kind = self._types.get(logical_id, "")
+        if kind.endswith("::Role"):
+            return f"arn:aws:iam::123456789012:role/{logical_id}"
+        if kind.endswith("::Function"):
+            return f"arn:aws:lambda:{REGION}:123456789012:function:{logical_id}"
+        if kind.endswith("::Queue") and attribute != "Arn":
+            return f"https://sqs.{REGION}.amazonaws.com/123456789012/{logical_id}"
+        service = kind.split("::")[1].lower() if "::" in kind else "bench"
+        return f"arn:aws:{service}:{REGION}:123456789012:{logical_id}/{attribute}"
+
+
+def _env(function_env: dict[str, Any]) -> dict[str, str]:
+    from jobtracker_local.template import load_template, resolve
+
+    template = load_template()
+    refs: dict[str, Any] = {
+        **{k: v for k, v in template.parameter_defaults().items()},
+        **{logical_id: logical_id for logical_id in template.resources},
+        "AWS::Region": REGION,
+        "AWS::AccountId": "123456789012",
+        "AWS::StackName": "jobtracker",
+        "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    attrs = _FakeAttributes({k: v["Type"] for k, v in template.resources.items()})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k not in ("POWERTOOLS_LOG_LEVEL", "LOG_LEVEL")
+    }
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_REGION=REGION,
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    for key, value in function_env.items():
+        try:
+            value = resolve(value, refs, attrs)
+        except KeyError:
+            value = "bench"
+        env[key] = "" if value is None else str(value)
+    return env
+
+
+def _run(code: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr else "failed")
+    return elapsed, done.stdout.strip()
+
+
+def measure(repeats: int = 7) -> list[Row]:
+    from jobtracker_local.template import load_template
+
+    functions = load_template().functions()
+    base_env = _env({})
+    probes: dict[str, tuple[list[str], dict[str, str]]] = {}
+    rows: list[Row] = []
+    for logical_id, spec in sorted(functions.items()):
+        label = f"cold start {logical_id} ({spec.handler})"
+        if not module_exists(spec.module):
+            rows.append(
+                not_measured(label, f"<= {TARGET_RATIO}x", f"module {spec.module} does not exist yet", "x")
+            )
+            continue
+        probes[logical_id] = (["-c", PROBE, spec.module, spec.attribute], _env(spec.environment))
+
+    # Warm the file cache once so the first sample is not an outlier.
+    _run(["-c", BASELINE], base_env)
+    failures: dict[str, str] = {}
+    built: dict[str, str] = {}
+    baseline: list[float] = []
+    samples: dict[str, list[float]] = {k: [] for k in probes}
+    for _ in range(repeats):
+        baseline.append(_run(["-c", BASELINE], base_env)[0])
+        for logical_id, (code, env) in probes.items():
+            if logical_id in failures:
+                continue
+            try:
+                seconds, out = _run(code, env)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                failures[logical_id] = str(exc)
+                continue
+            samples[logical_id].append(seconds)
+            info = json.loads(out.splitlines()[-1])
+            built[logical_id] = ", ".join(f"{b}()" for b in info["built"]) or "import only"
+
+    base = median(baseline)
+    rows.insert(
+        0,
+        Row(
+            "cold start baseline: import boto3; boto3.client('dynamodb')",
+            round(base * 1000, 1),
+            "ms",
+            "reference",
+            None,
+            f"median of {repeats}",
+        ),
+    )
+    for logical_id, (_, _) in probes.items():
+        spec = functions[logical_id]
+        label = f"cold start {logical_id} ({spec.handler})"
+        if logical_id in failures:
+            rows.append(Row(label, None, "x", f"<= {TARGET_RATIO}x", False, f"failed: {failures[logical_id]}"))
+            continue
+        value = median(samples[logical_id])
+        ratio = value / base
+        rows.append(
+            Row(
+                label,
+                round(ratio, 2),
+                "x",
+                f"<= {TARGET_RATIO}x",
+                ratio <= TARGET_RATIO,
+                f"{value * 1000:.0f} ms vs {base * 1000:.0f} ms; built {built.get(logical_id, '?')}",
+            )
+        )
+    return rows
