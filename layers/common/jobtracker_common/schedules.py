@@ -69,6 +69,10 @@ class ScheduleExpression:
                 break
             local = nxt[0]
             fire = local.replace(tzinfo=zone).astimezone(UTC)
+            # A wall time skipped by a DST change (spring forward) does not exist: Scheduler
+            # skips that invocation, so do we. (A repeated hour in autumn fires once, at fold 0.)
+            if fire.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+                continue
             if fire > after and (not out or fire > out[-1]):
                 out.append(fire)
         return out

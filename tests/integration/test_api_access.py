@@ -1,0 +1,226 @@
+"""Every route: missing token (401), wrong scope (403), another user's resource (404; 403 for
+the explicit preferences route), malformed body (400) and unknown fields (422)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from jobtracker_common.models import RunStatus
+
+from tests.support.http import ALL_SCOPES, ApiHarness, api_harness
+from tests.support.runs import make_run
+
+JOB_BODY = {"name": "nightly backup", "job_type": "demo", "schedule": "rate(1 day)"}
+PREFS_BODY = {"email_on_job_retry": True}
+
+
+@dataclass(frozen=True)
+class Route:
+    key: str
+    scope: str | None
+    path: str | None = None  # which resource the path names: job | run | active_run | user
+    body: dict[str, Any] | None = None
+
+
+ROUTES = [
+    Route("GET /job-logs/active", "read:job_logs"),
+    Route("GET /job-logs", "read:job_logs"),
+    Route("GET /job-logs/{run_id}", "read:job_logs", "run"),
+    Route("GET /job-logs/{run_id}/entries", "read:job_logs", "run"),
+    Route("POST /job-logs/{run_id}/cancel", "write:job_logs", "active_run"),
+    Route("DELETE /job-logs/{run_id}", "write:job_logs", "run"),
+    Route("GET /jobs", "read:jobs"),
+    Route("POST /jobs", "write:jobs", body=JOB_BODY),
+    Route("GET /jobs/{job_id}", "read:jobs", "job"),
+    Route("PUT /jobs/{job_id}", "write:jobs", "job", JOB_BODY),
+    Route("DELETE /jobs/{job_id}", "write:jobs", "job"),
+    Route("POST /jobs/{job_id}/run", "write:jobs", "job"),
+    Route("GET /users/me", None),
+    Route("GET /users/me/notification-preferences", None),
+    Route("PATCH /users/me/notification-preferences", None, body=PREFS_BODY),
+    Route("GET /users/{user_id}/notification-preferences", None, "user"),
+    Route("PATCH /users/{user_id}/notification-preferences", None, "user", PREFS_BODY),
+]
+IDS = [r.key for r in ROUTES]
+
+
+@pytest.fixture
+def api(aws):
+    with api_harness(aws) as harness:
+        yield harness
+
+
+def alices_resources(api: ApiHarness) -> dict[str, str]:
+    """Given alice owns a job, a finished run and a running run."""
+    created = api.call("POST /jobs", user="user-alice", body=JOB_BODY)
+    assert created.status == 201
+    job_id = created.body["job_id"]
+    done = make_run(api.services.runs, owner_id="user-alice", job_id=job_id, logs=3)
+    running = make_run(api.services.runs, owner_id="user-alice", job_id=job_id, status=RunStatus.RUNNING)
+    return {"job": job_id, "run": done.run_id, "active_run": running.run_id, "user": "user-alice"}
+
+
+def params_for(route: Route, resources: dict[str, str]) -> dict[str, str]:
+    if route.path is None:
+        return {}
+    name = {"job": "job_id", "run": "run_id", "active_run": "run_id", "user": "user_id"}[route.path]
+    return {name: resources[route.path]}
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=IDS)
+def test_missing_token_is_401(api, route):
+    # Given alice's resources
+    resources = alices_resources(api)
+    # When the route is called without a token
+    response = api.call(route.key, user=None, path_params=params_for(route, resources), body=route.body)
+    # Then 401 with the error shape
+    assert response.status == 401
+    assert response.body == {"message": "missing or invalid bearer token", "details": []}
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.scope], ids=[r.key for r in ROUTES if r.scope])
+def test_wrong_scope_is_403(api, route):
+    # Given alice's resources and a token with every scope except the route's
+    resources = alices_resources(api)
+    other_scopes = [s for s in (*ALL_SCOPES, "admin") if s != route.scope]
+    # When alice calls the route with it
+    response = api.call(
+        route.key, scopes=other_scopes, path_params=params_for(route, resources), body=route.body
+    )
+    # Then 403 names the missing scope
+    assert response.status == 403
+    assert route.scope in response.message
+    assert response.body["details"] == [{"required_scopes": [route.scope]}]
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.scope], ids=[r.key for r in ROUTES if r.scope])
+def test_cognito_style_scope_is_accepted(api, route):
+    # Given a Cognito access token: scopes carry the resource server prefix
+    resources = alices_resources(api)
+    # When the route is called with only the prefixed form of its scope
+    response = api.call(
+        route.key,
+        scopes=[f"jobtracker/{route.scope}"],
+        path_params=params_for(route, resources),
+        body=route.body,
+    )
+    # Then it is not refused for the scope
+    assert response.status < 400, response.body
+
+
+OWNED = [r for r in ROUTES if r.path in ("job", "run", "active_run")]
+
+
+@pytest.mark.parametrize("route", OWNED, ids=[r.key for r in OWNED])
+def test_other_users_resource_is_404(api, route):
+    # Given alice's resources
+    resources = alices_resources(api)
+    # When bob (all scopes, not admin) names one of them
+    response = api.call(route.key, user="user-bob", path_params=params_for(route, resources), body=route.body)
+    # Then it does not exist for him, and nothing changed
+    assert response.status == 404
+    assert api.call("GET /jobs/{job_id}", path_params={"job_id": resources["job"]}).status == 200
+    assert api.call("GET /job-logs/{run_id}", path_params={"run_id": resources["run"]}).status == 200
+    active = api.call("GET /job-logs/{run_id}", path_params={"run_id": resources["active_run"]})
+    assert active.body["cancel_requested"] is False
+    assert api.invoker.payloads == []
+
+
+@pytest.mark.parametrize("route", OWNED, ids=[r.key for r in OWNED])
+def test_admin_sees_other_users_resource(api, route):
+    # Given alice's resources
+    resources = alices_resources(api)
+    # When an admin names one of them
+    response = api.call(
+        route.key,
+        user="user-admin",
+        scopes=[*ALL_SCOPES, "admin"],
+        path_params=params_for(route, resources),
+        body=route.body,
+    )
+    # Then the admin may
+    assert response.status < 400, response.body
+
+
+USER_ROUTES = [r for r in ROUTES if r.path == "user"]
+
+
+@pytest.mark.parametrize("route", USER_ROUTES, ids=[r.key for r in USER_ROUTES])
+def test_other_users_preferences_are_403(api, route):
+    # Given alice exists
+    api.call("GET /users/me", user="user-alice")
+    # When bob names alice's preferences explicitly
+    response = api.call(route.key, user="user-bob", path_params={"user_id": "user-alice"}, body=route.body)
+    # Then 403 (the caller named the user; there is nothing to hide), and nothing changed
+    assert response.status == 403
+    prefs = api.call("GET /users/me/notification-preferences", user="user-alice")
+    assert prefs.body["email_on_job_retry"] is False
+
+
+BODIES = [r for r in ROUTES if r.body is not None]
+
+
+@pytest.mark.parametrize("route", BODIES, ids=[r.key for r in BODIES])
+def test_malformed_json_is_400(api, route):
+    resources = alices_resources(api)
+    response = api.call(route.key, path_params=params_for(route, resources), body='{"name": ')
+    assert response.status == 400
+    assert response.message == "request body is not valid JSON"
+    assert isinstance(response.body["details"], list)
+
+
+@pytest.mark.parametrize("route", BODIES, ids=[r.key for r in BODIES])
+def test_unknown_field_is_422(api, route):
+    resources = alices_resources(api)
+    response = api.call(
+        route.key, path_params=params_for(route, resources), body={**(route.body or {}), "surprise": 1}
+    )
+    assert response.status == 422
+    assert {
+        "location": "body",
+        "field": "surprise",
+        "message": "Extra inputs are not permitted",
+        "type": "extra_forbidden",
+    } in response.body["details"]
+
+
+@pytest.mark.parametrize("route", BODIES, ids=[r.key for r in BODIES])
+def test_body_that_is_not_an_object_is_422(api, route):
+    resources = alices_resources(api)
+    response = api.call(route.key, path_params=params_for(route, resources), body="[1, 2]")
+    assert response.status == 422
+
+
+def test_authorization_is_decided_before_validation(api):
+    # A malformed body without a token: 401, not 400 (who may ask comes before what was asked)
+    assert api.call("POST /jobs", user=None, body="{").status == 401
+    assert api.call("POST /jobs", scopes=["read:jobs"], body={"nope": 1}).status == 403
+
+
+def test_unknown_route_is_a_json_404(api):
+    response = api.call("GET /nothing-here")
+    assert response.status == 404
+    assert response.body == {"message": "no such route", "details": []}
+
+
+def test_token_without_subject_is_401(api):
+    from tests.support.http import http_event, invoke
+
+    event = http_event("GET /jobs", token_claims={"scope": "read:jobs"})
+    assert invoke(event).status == 401
+
+
+def test_stage_prefix_in_raw_path_is_routed(api):
+    from tests.support.http import claims, http_event, invoke
+
+    response = invoke(http_event("GET /jobs", token_claims=claims(), stage="dev"))
+    assert response.status == 200
+
+
+def test_public_routes_need_no_token(api):
+    assert api.call("GET /health", user=None).body == {"status": "ok"}
+    document = api.call("GET /openapi.json", user=None)
+    assert document.status == 200
+    assert document.body["openapi"].startswith("3.")

@@ -1,0 +1,280 @@
+"""Jobs: create/read/replace/delete keep the EventBridge Scheduler schedule equal to the stored
+job; manual runs are queued once per Idempotency-Key and handed to the runner asynchronously."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.support.http import ALL_SCOPES, GROUP, RUNNER_ARN, FakeClock, api_harness
+
+NOW = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # Berlin switches to summer time on 2026-03-29
+
+
+@pytest.fixture
+def api(aws):
+    with api_harness(aws, clock=FakeClock(NOW)) as harness:
+        yield harness
+
+
+def create(api, **fields):
+    body = {"name": "nightly backup", "job_type": "demo", **fields}
+    response = api.call("POST /jobs", body=body)
+    assert response.status == 201, response.body
+    return response.body
+
+
+def test_cron_in_berlin_creates_a_matching_schedule_and_fire_times(api):
+    # When a job is created with AWS's six-field cron in Europe/Berlin
+    job = create(api, schedule="cron(0 2 * * ? *)", timezone="Europe/Berlin", target="core-sw-1")
+    # Then the next three fire times are 02:00 Berlin time: CET, then CEST; 02:00 does not exist
+    # on 2026-03-29 (clocks jump 02:00 -> 03:00), and Scheduler skips that day's invocation
+    assert job["next_fire_times"] == [
+        "2026-03-28T01:00:00Z",
+        "2026-03-30T00:00:00Z",
+        "2026-03-31T00:00:00Z",
+    ]
+    # And Scheduler holds the same expression, in that timezone, targeting the runner
+    schedule = api.schedule(job["job_id"])
+    assert schedule is not None
+    assert schedule["ScheduleExpression"] == "cron(0 2 * * ? *)"
+    assert schedule["ScheduleExpressionTimezone"] == "Europe/Berlin"
+    assert schedule["State"] == "ENABLED"
+    assert schedule["GroupName"] == GROUP
+    assert schedule["Target"]["Arn"] == RUNNER_ARN
+    assert json.loads(schedule["Target"]["Input"])["job_id"] == job["job_id"]
+
+
+def test_five_field_cron_is_422_naming_the_problem(api):
+    response = api.call("POST /jobs", body={"name": "x", "job_type": "demo", "schedule": "cron(0 2 * * *)"})
+    assert response.status == 422
+    assert "6 required, 5 provided" in response.message
+    assert response.body["details"][0]["field"] == "schedule"
+    assert api.call("GET /jobs").body["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        ("cron(0 2 * * * *)", "?"),  # day-of-month and day-of-week both given
+        ("rate(1 minutes)", "minute"),
+        ("every day", "not an AWS schedule expression"),
+    ],
+)
+def test_invalid_schedules_are_422(api, schedule, problem):
+    response = api.call("POST /jobs", body={"name": "x", "job_type": "demo", "schedule": schedule})
+    assert response.status == 422
+    assert problem in response.message
+
+
+def test_job_shape_carries_every_created_field(api):
+    body = {
+        "name": "config backup",
+        "job_type": "http_check",
+        "params": {"url": "https://example.com/health", "expected_status": 204},
+        "schedule": "rate(15 minutes)",
+        "timezone": "UTC",
+        "enabled": True,
+        "timeout_seconds": 120,
+        "retry": {"max_attempts": 5},
+        "subscribers": ["user-bob"],
+        "target": "edge-rtr-7",
+    }
+    job = create(api, **body)
+    for key, value in body.items():
+        if key != "retry":
+            assert job[key] == value
+    assert job["retry"] == {
+        "max_attempts": 5,
+        "backoff_seconds": 30,
+        "backoff_rate": 2.0,
+        "max_backoff_seconds": 3600,
+        "jitter": True,
+    }
+    assert job["owner_id"] == "user-alice"
+    assert job["created_at"] == job["updated_at"] == "2026-03-27T12:00:00Z"
+    assert job["next_fire_times"] == [
+        "2026-03-27T12:15:00Z",
+        "2026-03-27T12:30:00Z",
+        "2026-03-27T12:45:00Z",
+    ]
+    fetched = api.call("GET /jobs/{job_id}", path_params={"job_id": job["job_id"]})
+    assert fetched.body == job
+
+
+def test_bad_params_and_unknown_type_are_422(api):
+    bad = api.call("POST /jobs", body={"name": "x", "job_type": "http_check", "params": {"url": "nope"}})
+    assert bad.status == 422
+    assert bad.body["details"][0]["field"] == "params.url"
+    unknown = api.call("POST /jobs", body={"name": "x", "job_type": "ftp_upload"})
+    assert unknown.status == 422
+    assert "unknown job type" in unknown.message
+
+
+def test_bad_timezone_is_422(api):
+    response = api.call(
+        "POST /jobs",
+        body={"name": "x", "job_type": "demo", "schedule": "rate(1 hour)", "timezone": "Mars/Base"},
+    )
+    assert response.status == 422
+    assert response.body["details"][0]["field"] == "timezone"
+
+
+def test_job_without_schedule_has_no_schedule(api):
+    job = create(api)
+    assert job["next_fire_times"] == []
+    assert api.schedule(job["job_id"]) is None
+
+
+def test_replace_disable_and_unschedule_follow_the_stored_job(api):
+    job = create(api, schedule="rate(1 hour)")
+    path = {"job_id": job["job_id"]}
+    # When the schedule changes, then Scheduler follows
+    changed = api.call(
+        "PUT /jobs/{job_id}",
+        path_params=path,
+        body={
+            "name": "renamed",
+            "job_type": "demo",
+            "schedule": "cron(30 4 ? * MON-FRI *)",
+            "timezone": "Asia/Tokyo",
+        },
+    )
+    assert changed.status == 200, changed.body
+    assert changed.body["name"] == "renamed"
+    assert changed.body["created_at"] == job["created_at"]
+    schedule = api.schedule(job["job_id"])
+    assert (schedule["ScheduleExpression"], schedule["ScheduleExpressionTimezone"]) == (
+        "cron(30 4 ? * MON-FRI *)",
+        "Asia/Tokyo",
+    )
+    # When it is disabled, the schedule is disabled and nothing is due
+    disabled = api.call(
+        "PUT /jobs/{job_id}",
+        path_params=path,
+        body={"name": "renamed", "job_type": "demo", "schedule": "rate(1 hour)", "enabled": False},
+    )
+    assert disabled.body["next_fire_times"] == []
+    assert api.schedule(job["job_id"])["State"] == "DISABLED"
+    # When the schedule is removed, so is the Scheduler schedule
+    api.call("PUT /jobs/{job_id}", path_params=path, body={"name": "renamed", "job_type": "demo"})
+    assert api.schedule(job["job_id"]) is None
+
+
+def test_invalid_replacement_changes_nothing(api):
+    job = create(api, schedule="rate(1 hour)")
+    response = api.call(
+        "PUT /jobs/{job_id}",
+        path_params={"job_id": job["job_id"]},
+        body={"name": "x", "job_type": "demo", "schedule": "cron(bad)"},
+    )
+    assert response.status == 422
+    assert api.call("GET /jobs/{job_id}", path_params={"job_id": job["job_id"]}).body == job
+    assert api.schedule(job["job_id"])["ScheduleExpression"] == "rate(1 hour)"
+
+
+def test_delete_removes_job_and_schedule(api):
+    job = create(api, schedule="rate(1 hour)")
+    path = {"job_id": job["job_id"]}
+    assert api.call("DELETE /jobs/{job_id}", path_params=path).status == 204
+    assert api.schedule(job["job_id"]) is None
+    assert api.call("GET /jobs/{job_id}", path_params=path).status == 404
+    assert api.call("DELETE /jobs/{job_id}", path_params=path).status == 404
+
+
+def test_schedule_failure_leaves_no_job_behind(api):
+    # Given Scheduler refuses (the schedule group is gone)
+    api.scheduler.delete_schedule_group(Name=GROUP)
+    # When a scheduled job is created
+    response = api.call("POST /jobs", body={"name": "x", "job_type": "demo", "schedule": "rate(1 hour)"})
+    # Then the request fails and no job exists without its schedule
+    assert response.status >= 400
+    assert api.call("GET /jobs").body["items"] == []
+
+
+def test_list_shows_own_jobs_and_admin_sees_all_with_pagination(api):
+    mine = [create(api, name=f"job {i}")["job_id"] for i in range(3)]
+    bobs = api.call("POST /jobs", user="user-bob", body={"name": "bob's", "job_type": "demo"}).body["job_id"]
+    # Alice pages through her own jobs, newest first
+    first = api.call("GET /jobs", query={"limit": "2"})
+    assert [j["job_id"] for j in first.body["items"]] == [mine[2], mine[1]]
+    second = api.call("GET /jobs", query={"limit": "2", "cursor": first.body["next_cursor"]})
+    assert [j["job_id"] for j in second.body["items"]] == [mine[0]]
+    # Bob's cursor cannot be replayed by alice to read bob's listing
+    bob_page = api.call("GET /jobs", user="user-bob", query={"limit": "1"})
+    assert (
+        bob_page.body["next_cursor"] is None
+        or api.call("GET /jobs", query={"cursor": bob_page.body["next_cursor"]}).status == 422
+    )
+    # The admin sees everyone's
+    everything = api.call("GET /jobs", user="root", scopes=[*ALL_SCOPES, "admin"], query={"limit": "200"})
+    assert {j["job_id"] for j in everything.body["items"]} == {*mine, bobs}
+
+
+@pytest.mark.parametrize("cursor", ["%%%", "eyJhIjoxfQ", "e30"])
+def test_forged_cursor_is_422(api, cursor):
+    assert api.call("GET /jobs", query={"cursor": cursor}).status == 422
+
+
+def test_manual_run_is_queued_once_per_idempotency_key(api):
+    job = create(api)
+    path = {"job_id": job["job_id"]}
+    # When the same request is sent twice
+    first = api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "req-42"})
+    again = api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "req-42"})
+    # Then one queued run exists; the runner was asked (again, harmlessly) to claim that run
+    assert first.status == again.status == 202
+    assert first.body == again.body == {"run_id": first.body["run_id"], "status": "queued"}
+    run_id = first.body["run_id"]
+    assert api.invoker.payloads[0] == {
+        "kind": "manual",
+        "job_id": job["job_id"],
+        "client_request_id": "req-42",
+        "run_id": run_id,
+        "requested_by": "user-alice",
+    }
+    runs = api.call("GET /job-logs", query={"job_id": job["job_id"]}).body["items"]
+    assert [(r["run_id"], r["status"], r["trigger"]) for r in runs] == [(run_id, "queued", "manual")]
+    active = api.call("GET /job-logs/active").body["items"]
+    assert [r["run_id"] for r in active] == [run_id]
+
+
+def test_manual_run_without_key_gets_a_generated_one(api):
+    job = create(api)
+    path = {"job_id": job["job_id"]}
+    a = api.call("POST /jobs/{job_id}/run", path_params=path)
+    b = api.call("POST /jobs/{job_id}/run", path_params=path)
+    assert a.body["run_id"] != b.body["run_id"]
+    keys = {p["client_request_id"] for p in api.invoker.payloads}
+    assert len(keys) == 2
+
+
+def test_manual_run_is_claimed_by_the_runner(api):
+    """The payload the API sends is one the real runner accepts and turns into the same run."""
+    from job_runner.handler import handle
+    from job_runner.service import RunnerService
+
+    from tests.conftest import FakeLambdaContext
+
+    job = create(api, params={"duration_seconds": 0, "log_lines": 1})
+    accepted = api.call("POST /jobs/{job_id}/run", path_params={"job_id": job["job_id"]})
+    runner = RunnerService(api.services.jobs, api.services.runs)
+    result = handle(api.invoker.payloads[0], FakeLambdaContext(), runner)
+    assert result["run_id"] == accepted.body["run_id"]
+    run = api.call("GET /job-logs/{run_id}", path_params={"run_id": accepted.body["run_id"]}).body
+    assert run["status"] == "completed"
+    entries = api.call("GET /job-logs/{run_id}/entries", path_params={"run_id": run["run_id"]}).body
+    assert "demo job started" in [e["message"] for e in entries["items"]]
+
+
+def test_invoke_failure_fails_the_run_and_is_503(api):
+    job = create(api)
+    api.invoker.fail = True
+    response = api.call("POST /jobs/{job_id}/run", path_params={"job_id": job["job_id"]})
+    assert response.status == 503
+    assert response.headers.get("Retry-After") == "1"
+    runs = api.call("GET /job-logs", query={"job_id": job["job_id"]}).body["items"]
+    assert [(r["status"], r["error"]["type"]) for r in runs] == [("failed", "InvokeFailed")]
+    assert api.call("GET /job-logs/active").body["items"] == []
