@@ -333,3 +333,68 @@ def test_a_crash_between_send_and_record_never_sends_again(world: World) -> None
     assert len(world.ses.delivered) == 1
     (record,) = world.notifications.list_for_run(run.run_id)
     assert record.state is NotificationState.UNCONFIRMED
+
+
+def test_an_event_arriving_after_its_digest_went_out_gets_a_follow_up_digest(world: World) -> None:
+    # Given an hourly user whose 10:00 digest was already sent with one failure in it
+    world.add_user("owner", notification_frequency="hourly")
+    digest = DigestService(world.service)
+    world.clock.now = T0.replace(minute=10)
+    assert world.deliver(stream_record(make_run(RunStatus.FAILED, run_id="01RUN0000000000000000000L1"))) == []
+    world.clock.now = T0.replace(hour=11, minute=1)
+    assert digest.run().digests_sent == 1
+    # When a record for the same period is processed late (stream lag) and queued into 10:00
+    world.clock.now = T0.replace(minute=59)
+    late = make_run(RunStatus.FAILED, run_id="01RUN0000000000000000000L2", job_name="late-job")
+    assert world.deliver(stream_record(late)) == []
+    world.clock.now = T0.replace(hour=11, minute=6)
+    digest.run()
+    digest.run()
+    # Then it goes out once, in a follow-up digest, and the first digest is not repeated
+    subjects = world.ses.subjects()
+    assert len(subjects) == 2 and subjects[0].endswith(": 1 update") and subjects[1].endswith(": 1 update")
+    assert "late-job" in world.ses.delivered[1]["Content"]["Simple"]["Body"]["Text"]["Data"]
+    assert list(world.notifications.list_due(world.clock.now)) == []
+
+
+def test_a_crash_after_a_digest_was_sent_never_sends_it_again(world: World) -> None:
+    # Given two queued failures, and a digest tick that dies right after SES accepted the digest
+    world.add_user("owner", notification_frequency="hourly")
+    for i in range(2):
+        world.clock.now = T0.replace(minute=10 + i)
+        assert (
+            world.deliver(stream_record(make_run(RunStatus.FAILED, run_id=f"01RUN0000000000000000000C{i}")))
+            == []
+        )
+    world.clock.now = T0.replace(hour=11, minute=1)
+    original = world.notifications.mark_sent
+    world.notifications.mark_sent = lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        DigestService(world.service).run()
+    world.notifications.mark_sent = original  # type: ignore[method-assign]
+    # When later ticks run, before and after the claim's lease expired
+    world.clock.advance(minutes=5)
+    DigestService(world.service).run()
+    world.clock.advance(minutes=30)
+    DigestService(world.service).run()
+    DigestService(world.service).run()
+    # Then the digest went out once, is recorded unconfirmed, and its items are settled
+    assert len(world.ses.delivered) == 1
+    assert list(world.notifications.list_due(world.clock.now)) == []
+    record = world.notifications.get("DIGEST#owner", "hourly#2026-03-02T10:00:00.000Z")
+    assert record is not None and record.state is NotificationState.UNCONFIRMED
+
+
+def test_a_send_that_keeps_failing_is_given_up_and_recorded(world: World) -> None:
+    # Given SES failing transiently forever for one recipient
+    world.add_user("owner")
+    world.ses.fail = lambda _n, _r: client_error("InternalFailure", "down")
+    record = stream_record(make_run(RunStatus.FAILED))
+    # When the record is retried many times (as Lambda and the sweep would)
+    for _ in range(12):
+        world.deliver(record)
+    # Then it stopped after the attempt limit and says so
+    (notification,) = world.notifications.list_for_run(make_run().run_id)
+    assert notification.state is NotificationState.FAILED_PERMANENT
+    assert "gave up after 8 attempts" in (notification.error or "")
+    assert len(world.ses.calls) == 8

@@ -97,3 +97,17 @@ def test_hourly_period_and_quiet_hours_push_the_digest() -> None:
     assert daily.end == datetime(2026, 3, 2, 23, tzinfo=UTC)
     assert daily.due == datetime(2026, 3, 3, 6, tzinfo=UTC)
     assert period_label(daily.key, "Europe/Berlin") == "daily, 2026-03-02 Europe/Berlin"
+
+
+def test_settings_reject_header_breaking_addresses_and_blank_optionals() -> None:
+    from jobtracker_common.errors import ConfigurationError
+    from notifier.settings import NotifierSettings
+
+    from tests.support.notifier import NOTIFIER_ENV
+
+    settings = NotifierSettings.from_env(NOTIFIER_ENV)
+    assert settings.reply_to_email is None and settings.dashboard_url == "https://dash.example.com"
+    with pytest.raises(ConfigurationError, match="SENDER_EMAIL"):
+        NotifierSettings.from_env({**NOTIFIER_ENV, "SENDER_EMAIL": "a@example.com\r\nBcc: x@example.com"})
+    with pytest.raises(ConfigurationError, match="NOTIFICATIONS_TABLE_NAME"):
+        NotifierSettings.from_env({k: v for k, v in NOTIFIER_ENV.items() if k != "NOTIFICATIONS_TABLE_NAME"})

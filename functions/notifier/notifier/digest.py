@@ -101,6 +101,7 @@ class DigestService:
     def _digest(
         self, user_id: str, period: str, items: list[NotificationRecord], budget: Budget, report: DigestReport
     ) -> None:
+        self.notifier.require_time(budget)
         now = self.clock()
         pk, sk = digest_key(user_id, period)
         keys = sorted(i.key for i in items)

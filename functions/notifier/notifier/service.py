@@ -157,6 +157,7 @@ class NotifierService:
                 }
             )
             return Outcome.HELD if self.notifications.create(record) else Outcome.DUPLICATE
+        self.require_time(budget)
         token = self.new_token()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         claimed = NotificationRecord.model_validate(
@@ -193,6 +194,7 @@ class NotifierService:
                 self.notifications.mark_unconfirmed(pk, sk, now=now)
                 return Outcome.UNCONFIRMED
             return Outcome.IN_FLIGHT
+        self.require_time(budget)
         token = self.new_token()
         from_states = (NotificationState.PENDING, NotificationState.HELD)
         if not self.notifications.claim(
@@ -212,6 +214,11 @@ class NotifierService:
             )
             return Outcome.FAILED_PERMANENT
         return self._send_claimed(record, token, budget)
+
+    def require_time(self, budget: Budget) -> None:
+        """Claim nothing that cannot be sent in this invocation (no claim/release churn)."""
+        if budget.left_seconds() < self.sender.call_seconds:
+            raise TransientError("no time left in this invocation to send")
 
     def _send_claimed(self, record: NotificationRecord, token: str, budget: Budget) -> Outcome:
         email = self.render(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jobtracker_common.settings import BaseSettings
+from jobtracker_common.users import validate_email
 from pydantic import Field, field_validator
 
 
@@ -29,3 +30,9 @@ class NotifierSettings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("sender_email", "reply_to_email")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        # These end up in From/Reply-To headers: a CR/LF here would be a header injection.
+        return None if value is None else validate_email(value)
