@@ -26,6 +26,7 @@ class Route:
 
 ROUTES = [
     Route("GET /job-logs/active", "read:job_logs"),
+    Route("GET /job-logs/statistics", "read:job_logs"),
     Route("GET /job-logs", "read:job_logs"),
     Route("GET /job-logs/{run_id}", "read:job_logs", "run"),
     Route("GET /job-logs/{run_id}/entries", "read:job_logs", "run"),

@@ -172,6 +172,7 @@ def api_harness(ddb: Any, *, clock: FakeClock | None = None) -> Iterator[ApiHarn
     """Inside the `aws` fixture (moto): the API's services on moto tables, schedules, fake invoker."""
     from api.deps import Services, override
     from jobtracker_common.repositories import JobsRepository, RunsRepository
+    from jobtracker_common.repositories.stats import StatsRepository
     from jobtracker_common.repositories.users import UsersRepository
     from jobtracker_common.schedules import ScheduleService
     from jobtracker_common.timeutil import utcnow
@@ -183,6 +184,7 @@ def api_harness(ddb: Any, *, clock: FakeClock | None = None) -> Iterator[ApiHarn
         jobs=JobsRepository(ddb, "JobsTable"),
         runs=RunsRepository(ddb, "RunsTable"),
         users=UsersRepository(ddb, "UsersTable"),
+        stats=StatsRepository(ddb, "StatsTable"),
         schedules=ScheduleService(
             scheduler, group_name=GROUP, role_arn=ROLE_ARN, target_arn=RUNNER_ARN, dlq_arn=DLQ_ARN
         ),

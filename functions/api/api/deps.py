@@ -9,18 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jobtracker_common.timeutil import Clock, utcnow
 
 if TYPE_CHECKING:
     from jobtracker_common.repositories import JobsRepository, RunsRepository
+    from jobtracker_common.repositories.stats import StatsRepository
     from jobtracker_common.repositories.users import UsersRepository
     from jobtracker_common.schedules import ScheduleService
     from jobtracker_common.users import User
 
     from api.auth import Caller
-    from api.service import Invoker, JobsService, RunsService
+    from api.service import Invoker, JobsService, RunsService, StatisticsService
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Services:
     users: UsersRepository
     schedules: ScheduleService
     invoker: Invoker
-    statistics: Any = None
+    stats: StatsRepository | None = None
     clock: Clock = utcnow
     _provisioned: set[tuple[str, str | None]] = field(default_factory=set)
 
@@ -39,6 +40,16 @@ class Services:
         from api.service import JobsService
 
         return JobsService(self.jobs, self.schedules, self.runs, self.invoker, self.clock)
+
+    @property
+    def statistics_service(self) -> StatisticsService:
+        from api.service import StatisticsService
+
+        if self.stats is None:
+            from jobtracker_common.errors import ConfigurationError
+
+            raise ConfigurationError("no statistics repository configured")
+        return StatisticsService(self.stats, self.jobs, self.clock)
 
     @property
     def runs_service(self) -> RunsService:
@@ -65,6 +76,7 @@ class Services:
 def _from_environment() -> Services:
     from jobtracker_common import aws
     from jobtracker_common.repositories import JobsRepository, RunsRepository
+    from jobtracker_common.repositories.stats import StatsRepository
     from jobtracker_common.repositories.users import UsersRepository
     from jobtracker_common.schedules import ScheduleService
     from jobtracker_common.settings import load_settings
@@ -86,7 +98,7 @@ def _from_environment() -> Services:
             dlq_arn=settings.scheduler_dlq_arn or None,
         ),
         invoker=LambdaInvoker(aws.client("lambda"), settings.job_runner_arn),
-        statistics=None,
+        stats=StatsRepository(ddb, settings.stats_table_name),
     )
 
 

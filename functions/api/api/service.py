@@ -23,7 +23,9 @@ from jobtracker_common.lifecycle import QUEUE_LEASE
 from jobtracker_common.models import ErrorInfo, Job, LogEntry, Run, RunStatus, Trigger
 from jobtracker_common.repositories.runs import DAY_INDEX, JOB_INDEX, OWNER_INDEX, RunsRepository
 from jobtracker_common.schedules import parse_schedule
+from jobtracker_common.statistics import StatisticsQuery, StatisticsResult, query_statistics
 from jobtracker_common.timeutil import Clock, epoch_seconds, utcnow
+from pydantic import ValidationError as PydanticValidationError
 from ulid import ULID
 
 from api import cursors
@@ -32,6 +34,7 @@ from api.models import JobIn
 
 if TYPE_CHECKING:
     from jobtracker_common.repositories import JobsRepository
+    from jobtracker_common.repositories.stats import StatsRepository
     from jobtracker_common.schedules import ScheduleService
     from mypy_boto3_lambda import LambdaClient
 
@@ -349,3 +352,50 @@ class RunsService:
 
 def _keys(index: str) -> dict[str, str]:
     return dict.fromkeys(RunsRepository.LISTING_KEYS[index], "S")
+
+
+# ---- statistics --------------------------------------------------------------------------
+@dataclass
+class StatisticsService:
+    stats: StatsRepository
+    jobs: JobsRepository
+    clock: Clock = utcnow
+
+    def query(
+        self,
+        caller: Caller,
+        *,
+        time_period: str | None,
+        start: datetime | None,
+        end: datetime | None,
+        job_type: str | None,
+        job_id: str | None,
+    ) -> StatisticsResult:
+        """The caller's statistics (everyone's for admins), from pre-aggregated buckets."""
+        if job_id is not None and not caller.is_admin:
+            try:
+                job = self.jobs.get(job_id)
+            except NotFoundError:
+                job = None  # deleted jobs keep their statistics; the buckets carry the owner
+            if job is not None and job.owner_id != caller.user_id:
+                raise NotFoundError(f"job {job_id} not found")
+        try:
+            query = StatisticsQuery.model_validate(
+                {
+                    "time_period": time_period,
+                    "from": start,
+                    "to": end,
+                    "job_type": job_type,
+                    "job_id": job_id,
+                    "owner_id": None if caller.is_admin else caller.user_id,
+                }
+            )
+        except PydanticValidationError as exc:
+            details = [
+                {"field": "query", "message": str(e["msg"]).removeprefix("Value error, ")}
+                for e in exc.errors()
+            ]
+            raise ValidationError(
+                "invalid statistics window: " + "; ".join(d["message"] for d in details), details=details
+            ) from exc
+        return query_statistics(self.stats, query, now=self.clock())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from jobtracker_common.errors import ValidationError
 from jobtracker_common.models import RunStatus
+from jobtracker_common.statistics import StatisticsResult
 
 from api.auth import READ_JOB_LOGS, WRITE_JOB_LOGS, secured
 from api.deps import services
@@ -54,6 +55,35 @@ def active_runs() -> ActiveRunList:
     now = svc.clock()
     runs = svc.runs_service.active(caller(router))
     return ActiveRunList(items=[ActiveRun.of(r, now) for r in runs])
+
+
+@router.get(
+    "/job-logs/statistics",
+    summary="Run statistics: counts by status, success rate, durations (p50/p95), per job type and over time",
+    description=(
+        "`time_period=day|week|month` (default day; hourly buckets for a day, daily otherwise) or "
+        "`from` + `to` (hourly up to 72 h, daily beyond). Yours only; everyone's for admins."
+    ),
+    security=secured(READ_JOB_LOGS),
+    responses=responses(200, "Statistics for the window.", 404),
+    tags=["runs"],
+)
+def statistics(
+    *,
+    time_period: Annotated[Literal["day", "week", "month"] | None, Query()] = None,
+    from_: From = None,
+    to: To = None,
+    job_type: JobTypeFilter = None,
+    job_id: JobFilter = None,
+) -> StatisticsResult:
+    return services().statistics_service.query(
+        caller(router),
+        time_period=time_period,
+        start=as_utc(from_, "from"),
+        end=as_utc(to, "to"),
+        job_type=job_type,
+        job_id=job_id,
+    )
 
 
 @router.get(
