@@ -6,6 +6,9 @@ TOOLS := .venv-tools
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 ENV ?= dev
+# Absolute on purpose: SAM resolves a relative --config-file against the template's directory (infra/)
+# when --template-file is given, and against the working directory otherwise.
+SAMCONFIG := $(CURDIR)/samconfig.toml
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -25,10 +28,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # aws-sam-cli pins its own boto3/botocore, so it (and checkov) live in a separate venv.
-$(TOOLS)/.installed:
+$(TOOLS)/.installed: infra/requirements-tools.txt
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q --upgrade pip
-	$(TOOLS)/bin/pip install -q 'aws-sam-cli>=1.140,<2' 'checkov>=3.2,<4'
+	$(TOOLS)/bin/pip install -q -r infra/requirements-tools.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -57,15 +60,16 @@ e2e: install
 infra: install tools
 	$(BIN)/pytest tests/infra -q
 
+# Deploy gates: sam's own lint, then cfn-lint (SAM + translated), our policy rules, checkov, sam build.
 validate: install tools
-	$(TOOLS)/bin/sam validate --lint --template-file infra/template.yaml
-	$(BIN)/python -m jobtracker_local.gates cfn-lint infra/template.yaml
+	$(TOOLS)/bin/sam validate --lint --template-file infra/template.yaml --config-file $(SAMCONFIG)
+	$(BIN)/python -m jobtracker_local.gates all infra/template.yaml
 
 build: install tools
-	$(TOOLS)/bin/sam build --template-file infra/template.yaml --config-file ../samconfig.toml
+	$(TOOLS)/bin/sam build --template-file infra/template.yaml --config-file $(SAMCONFIG) --config-env $(ENV)
 
 deploy: build
-	$(TOOLS)/bin/sam deploy --config-file ../samconfig.toml --config-env $(ENV)
+	$(TOOLS)/bin/sam deploy --template-file .aws-sam/build/template.yaml --config-file $(SAMCONFIG) --config-env $(ENV)
 
 test: lint typecheck validate
 	$(BIN)/pytest tests -q -p no:cacheprovider
