@@ -73,9 +73,16 @@ def main(argv: list[str] | None = None) -> int:
 def _up(args: argparse.Namespace) -> int:
     from jobtracker_local.stack import LocalStack, StackConfig
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    line = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=line)
+    # Powertools filters root handlers by substring of its service names ("tracker" is in
+    # "jobtracker"), so the stack's own log gets a handler of its own.
+    own = logging.getLogger("jobtracker.local")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(line))
+    own.addHandler(handler)
+    own.setLevel(args.log_level.upper())
+    own.propagate = False
     for noisy in ("werkzeug", "botocore", "urllib3", "moto"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = StackConfig(
