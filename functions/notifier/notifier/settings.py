@@ -8,7 +8,6 @@ from pydantic import Field, field_validator
 
 
 class NotifierSettings(BaseSettings):
-    jobs_table_name: str = Field(alias="JOBS_TABLE_NAME", min_length=3)
     users_table_name: str = Field(alias="USERS_TABLE_NAME", min_length=3)
     notifications_table_name: str = Field(alias="NOTIFICATIONS_TABLE_NAME", min_length=3)
     sender_email: str = Field(alias="SENDER_EMAIL", min_length=3)
