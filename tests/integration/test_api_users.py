@@ -1,0 +1,103 @@
+"""Users: provisioned from the token on first request; preferences read and partially updated."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.http import ALL_SCOPES, api_harness
+
+ADMIN = [*ALL_SCOPES, "admin"]
+
+
+@pytest.fixture
+def api(aws):
+    with api_harness(aws) as harness:
+        yield harness
+
+
+def test_first_request_provisions_the_user_from_the_token(api):
+    # Given a user never seen before
+    assert api.services.users.find("user-carol") is None
+    # When she calls any authenticated route
+    api.call("GET /jobs", user="user-carol", email="carol@example.com")
+    # Then she exists, keyed by sub, with the token's email and default preferences
+    me = api.call("GET /users/me", user="user-carol", email="carol@example.com").body
+    assert me["user_id"] == "user-carol"
+    assert me["email"] == "carol@example.com"
+    assert me["preferences"]["email_notifications"] is True
+    assert me["preferences"]["notification_frequency"] == "immediate"
+
+
+def test_email_change_at_the_identity_provider_is_followed(api):
+    api.call("GET /users/me", user="user-carol", email="old@example.com")
+    me = api.call("GET /users/me", user="user-carol", email="new@example.com").body
+    assert me["email"] == "new@example.com"
+
+
+def test_token_with_an_unusable_email_still_provisions(api):
+    me = api.call("GET /users/me", user="user-dave", email="not an address")
+    assert me.status == 200
+    assert me.body["email"] is None
+
+
+def test_patch_merges_and_keeps_other_keys(api):
+    first = api.call("PATCH /users/me/notification-preferences", body={"notification_frequency": "daily"})
+    assert first.status == 200
+    second = api.call(
+        "PATCH /users/me/notification-preferences",
+        body={"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Europe/Berlin"}},
+    )
+    assert second.body["notification_frequency"] == "daily"
+    assert second.body["quiet_hours"] == {"start": "22:00", "end": "07:00", "timezone": "Europe/Berlin"}
+    assert api.call("GET /users/me/notification-preferences").body == second.body
+    cleared = api.call("PATCH /users/me/notification-preferences", body={"quiet_hours": None})
+    assert cleared.body["quiet_hours"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"notification_frequency": "weekly"},
+        {"email_notifications": None},
+        {"quiet_hours": {"start": "25:00", "end": "07:00"}},
+        {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Nowhere/City"}},
+    ],
+)
+def test_invalid_preferences_are_422(api, body):
+    response = api.call("PATCH /users/me/notification-preferences", body=body)
+    assert response.status == 422
+    assert response.body["details"]
+
+
+def test_explicit_route_for_self_and_me_alias(api):
+    api.call("PATCH /users/me/notification-preferences", body={"email_on_job_retry": True})
+    by_id = api.call("GET /users/{user_id}/notification-preferences", path_params={"user_id": "user-alice"})
+    by_me = api.call("GET /users/{user_id}/notification-preferences", path_params={"user_id": "me"})
+    assert by_id.status == by_me.status == 200
+    assert by_id.body["email_on_job_retry"] is True
+    assert by_id.body == by_me.body
+
+
+def test_admin_manages_anyones_preferences(api):
+    api.call("GET /users/me", user="user-bob")
+    path = {"user_id": "user-bob"}
+    patched = api.call(
+        "PATCH /users/{user_id}/notification-preferences",
+        user="root",
+        scopes=ADMIN,
+        path_params=path,
+        body={"email_notifications": False},
+    )
+    assert patched.status == 200
+    bobs = api.call("GET /users/me/notification-preferences", user="user-bob").body
+    assert bobs["email_notifications"] is False
+
+
+def test_admin_asking_for_unknown_user_gets_404(api):
+    response = api.call(
+        "GET /users/{user_id}/notification-preferences",
+        user="root",
+        scopes=ADMIN,
+        path_params={"user_id": "nobody"},
+    )
+    assert response.status == 404
