@@ -12,7 +12,13 @@ import pytest
 from jobtracker_common.models import RunStatus
 from jobtracker_common.repositories.notifications import NotificationsRepository, NotificationState
 from jobtracker_common.repositories.users import UsersRepository
-from jobtracker_common.users import NotificationEvent, NotificationPreferences, QuietHours, User
+from jobtracker_common.users import (
+    NotificationEvent,
+    NotificationPreferences,
+    PreferencesPatch,
+    QuietHours,
+    User,
+)
 from notifier import handler
 from notifier.digest import DigestService
 from notifier.events import RunEvent
@@ -398,3 +404,25 @@ def test_a_send_that_keeps_failing_is_given_up_and_recorded(world: World) -> Non
     assert notification.state is NotificationState.FAILED_PERMANENT
     assert "gave up after 8 attempts" in (notification.error or "")
     assert len(world.ses.calls) == 8
+
+
+def test_switching_an_event_off_while_it_waits_cancels_it(world: World) -> None:
+    # Given a failure held by quiet hours and a failure queued for an hourly digest
+    world.add_user("night", quiet_hours=QuietHours(start="22:00", end="07:00", timezone="UTC"))
+    world.add_user("hourly", notification_frequency="hourly")
+    world.clock.now = T0.replace(hour=23)
+    run = make_run(RunStatus.FAILED, owner_id="night", subscribers=["hourly"])
+    assert world.deliver(stream_record(run)) == []
+    # When both users switch failure emails off before their time comes
+    for user_id in ("night", "hourly"):
+        world.users.update_preferences(user_id, PreferencesPatch(email_on_job_failure=False))
+    world.clock.now = T0.replace(day=3, hour=7, minute=1)
+    report = DigestService(world.service).run()
+    # Then nothing is sent and both records say why
+    assert world.ses.delivered == []
+    assert report.outcomes == {"skipped": 2}
+    reasons = {r.user_id: (r.state, r.reason) for r in world.notifications.list_for_run(run.run_id)}
+    assert reasons == {
+        "night": (NotificationState.SKIPPED, "preferences changed while waiting"),
+        "hourly": (NotificationState.SKIPPED, "preferences changed while waiting"),
+    }

@@ -32,6 +32,7 @@ from jobtracker_common.repositories.notifications import (
 )
 from jobtracker_common.settings import load_settings
 from jobtracker_common.timeutil import epoch_seconds, parse_iso, to_iso
+from jobtracker_common.users import NotificationEvent, User
 
 from notifier.periods import follow_up_period, period_label
 from notifier.render import render_digest
@@ -69,8 +70,14 @@ class DigestService:
         report = DigestReport()
         now = self.clock()
         due = list(self.notifications.list_due(now))
+        users = self.notifier.users.get_many(r.user_id for r in due)
         digests: dict[tuple[str, str], list[NotificationRecord]] = defaultdict(list)
         for record in due:
+            waiting = record.state in (NotificationState.HELD, NotificationState.QUEUED)
+            if waiting and (reason := self._no_longer_wanted(record, users.get(record.user_id))):
+                if self.notifications.skip_waiting(record.pk, record.sk, reason=reason, now=now):
+                    report.count(Outcome.SKIPPED.value)
+                continue
             if record.state is NotificationState.SENDING:
                 expired = record.lease_until is not None and parse_iso(record.lease_until) < now
                 if expired and self.notifications.mark_unconfirmed(record.pk, record.sk, now=now):
@@ -85,10 +92,31 @@ class DigestService:
                 self._release(record, budget, report)
         for (user_id, period), items in sorted(digests.items()):
             try:
-                self._digest(user_id, period, items, budget, report)
+                self._digest(user_id, users.get(user_id), period, items, budget=budget, report=report)
             except TransientError as exc:
                 report.errors.append(f"digest {user_id} {period}: {exc.message}")
         return report
+
+    @staticmethod
+    def _no_longer_wanted(record: NotificationRecord, user: User | None) -> str | None:
+        """Why a waiting record must not go out any more, judged by the user's current settings.
+
+        Someone who switched an event off (or all email) during quiet hours or a digest period
+        expects silence, not a delayed email they no longer asked for.
+        """
+        if user is None:
+            return "user no longer exists"
+        if not user.email:
+            return "user has no email address"
+        try:
+            event = NotificationEvent(record.event)
+        except ValueError:
+            return None
+        job_id = str(record.payload.get("job_id", ""))
+        job_type = str(record.payload.get("job_type", ""))
+        if user.preferences.resolve(event, job_id=job_id, job_type=job_type) is None:
+            return "preferences changed while waiting"
+        return None
 
     def _release(self, record: NotificationRecord, budget: Budget, report: DigestReport) -> None:
         try:
@@ -99,7 +127,14 @@ class DigestService:
         report.count(outcome.value)
 
     def _digest(
-        self, user_id: str, period: str, items: list[NotificationRecord], budget: Budget, report: DigestReport
+        self,
+        user_id: str,
+        user: User | None,
+        period: str,
+        items: list[NotificationRecord],
+        *,
+        budget: Budget,
+        report: DigestReport,
     ) -> None:
         self.notifier.require_time(budget)
         now = self.clock()
@@ -108,7 +143,6 @@ class DigestService:
         existing = self.notifications.get(pk, sk)
         token = self.notifier.new_token()
         lease_until = now + timedelta(seconds=self.notifier.settings.lease_seconds)
-        user = self.notifier.users.find(user_id)
         address = user.email if user and user.email else items[0].email
         timezone = user.preferences.timezone if user else "UTC"
         if existing is None:

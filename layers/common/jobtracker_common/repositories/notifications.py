@@ -299,6 +299,23 @@ class NotificationsRepository:
             names={"#state": "state"},
         )
 
+    def skip_waiting(self, pk: str, sk: str, *, reason: str, now: datetime) -> bool:
+        """A held/queued record that should no longer go out (e.g. the user switched it off)."""
+        return self._conditional_update(
+            pk,
+            sk,
+            "SET #state = :skipped, reason = :reason, updated_at = :now REMOVE due_pk, due_at",
+            "#state IN (:held, :queued)",
+            {
+                ":skipped": serialize(NotificationState.SKIPPED.value),
+                ":held": serialize(NotificationState.HELD.value),
+                ":queued": serialize(NotificationState.QUEUED.value),
+                ":reason": serialize(reason),
+                ":now": serialize(to_iso(now)),
+            },
+            names={"#state": "state"},
+        )
+
     def move_to_period(self, pk: str, sk: str, *, period: str, now: datetime) -> bool:
         """A queued item that missed its period's digest (stream lag) goes into a follow-up one."""
         return self._conditional_update(
