@@ -1,0 +1,104 @@
+"""samconfig.toml, the Makefile's deploy targets and the Lambda requirements agree with the template."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobtracker_local import gates
+
+pytestmark = pytest.mark.infra
+
+ROOT = gates.ROOT
+
+
+@pytest.fixture(scope="module")
+def samconfig() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "samconfig.toml").read_text())
+
+
+def overrides(text: str) -> dict[str, str]:
+    """SAM's `Key=Value Key2="" ...` form."""
+    return dict(item.split("=", 1) for item in shlex.split(text))
+
+
+@pytest.mark.parametrize("env", ["default", "dev", "prod"])
+def test_each_environment_deploys_with_resolve_s3_and_known_parameters(
+    env: str, samconfig: dict[str, Any], template_doc: dict[str, Any]
+) -> None:
+    deploy = samconfig[env]["deploy"]["parameters"]
+    assert deploy["resolve_s3"] is True
+    assert samconfig[env]["global"]["parameters"]["stack_name"]
+    given = overrides(deploy["parameter_overrides"])
+    # A typo in an override would silently deploy the default: every key must be a template parameter.
+    assert set(given) <= set(template_doc["Parameters"]), set(given) - set(template_doc["Parameters"])
+    assert {"Stage", "SenderEmail", "JwtIssuer", "AlarmEmail"} <= set(given)
+    for key, value in given.items():
+        allowed = template_doc["Parameters"][key].get("AllowedValues")
+        assert allowed is None or value in [str(a) for a in allowed], (key, value)
+
+
+def test_prod_changes_are_confirmed_and_alarmed(samconfig: dict[str, Any]) -> None:
+    deploy = samconfig["prod"]["deploy"]["parameters"]
+    assert deploy["confirm_changeset"] is True
+    assert overrides(deploy["parameter_overrides"])["AlarmEmail"]
+
+
+def makefile_rule(target: str) -> tuple[str, list[str]]:
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:(.*)\n((?:\t.*\n)*)", text, re.M)
+    assert match, target
+    return match.group(1), [line.strip() for line in match.group(2).splitlines()]
+
+
+def test_make_test_runs_every_gate() -> None:
+    deps, _ = makefile_rule("test")
+    assert "validate" in deps.split()
+    _, recipe = makefile_rule("validate")
+    assert any("sam validate --lint" in line for line in recipe)
+    assert any("jobtracker_local.gates all" in line for line in recipe)
+    assert set(gates.GATES) == {"cfn-lint", "policy", "checkov", "sam-build"}
+
+
+@pytest.mark.parametrize("target", ["validate", "build", "deploy"])
+def test_sam_commands_get_an_absolute_config_file(target: str) -> None:
+    # SAM resolves a relative --config-file against infra/ (the template's folder) for build and
+    # validate but against the working directory for deploy: only an absolute path is right for all.
+    text = (ROOT / "Makefile").read_text()
+    assert re.search(r"^SAMCONFIG := \$\(CURDIR\)/samconfig\.toml$", text, re.M)
+    _, recipe = makefile_rule(target)
+    sam_lines = [line for line in recipe if "/bin/sam " in line]
+    assert sam_lines
+    assert all("--config-file $(SAMCONFIG)" in line for line in sam_lines)
+
+
+def requirement_names(path: Path) -> dict[str, str]:
+    out = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name = re.split(r"[<>=!~\[ ;]", line, maxsplit=1)[0].lower()
+            out[name] = line.replace(" ", "")
+    return out
+
+
+def test_lambda_requirements_mirror_pyproject() -> None:
+    # What `sam build` installs into the layer/functions is what the tests ran against.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower(): d.replace(" ", "") for d in project}
+    files = [ROOT / "layers/common/requirements.txt", *sorted(ROOT.glob("functions/*/requirements.txt"))]
+    for path in files:
+        for name, spec in requirement_names(path).items():
+            assert name in pinned, f"{path.relative_to(ROOT)}: {name} is not in pyproject.toml"
+            assert spec == pinned[name], f"{path.relative_to(ROOT)}: {spec} != pyproject {pinned[name]}"
+
+
+def test_template_builds_for_arm64_with_the_layer(template_doc: dict[str, Any]) -> None:
+    # sam build resolves arm64 wheels (pydantic-core) for the layer; functions and layer must agree.
+    archs = template_doc["Globals"]["Function"]["Architectures"]
+    layer = template_doc["Resources"]["CommonLayer"]
+    assert archs == layer["Properties"]["CompatibleArchitectures"] == [layer["Metadata"]["BuildArchitecture"]]

@@ -1,0 +1,76 @@
+"""cfn-lint (SAM and translated) and checkov gates: clean on the template, failing when broken."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from jobtracker_local import gates
+
+pytestmark = pytest.mark.infra
+
+
+def test_template_passes_cfn_lint_as_sam_and_as_translated_cloudformation() -> None:
+    # When cfn-lint runs on the SAM file and on samtranslator's output
+    findings = gates.cfn_lint(gates.TEMPLATE)
+    # Then there is not a single error or warning
+    assert findings == [], "\n".join(map(str, findings))
+
+
+def test_cfn_lint_gate_fails_on_errors_and_on_warnings(broken_template: Callable[..., Path]) -> None:
+    # Given a template with an invalid property value (error) and an unused parameter (warning)
+    def mutate(doc: dict) -> None:
+        doc["Resources"]["JobsTable"]["Properties"]["BillingMode"] = "FREE_OF_CHARGE"
+        doc["Parameters"]["NobodyUsesMe"] = {"Type": "String", "Default": "x"}
+
+    path = broken_template(mutate)
+    # When the cfn-lint gate runs
+    found = {f.rule for f in gates.cfn_lint(path)}
+    # Then both the error and the warning fail it
+    assert any(rule.startswith("E") for rule in found), found
+    assert "W2001" in found
+
+
+def test_cfn_lint_gate_reports_a_template_sam_cannot_translate(broken_template: Callable[..., Path]) -> None:
+    # Given a stream event whose stream is missing (SAM refuses to translate it)
+    path = broken_template(
+        lambda d: d["Resources"]["TrackerFunction"]["Properties"]["Events"]["RunsStream"]["Properties"].pop(
+            "Stream"
+        )
+    )
+    # When the gate runs, Then it reports (not crashes)
+    findings = gates.cfn_lint(path)
+    assert findings
+    assert all(f.gate == "cfn-lint" for f in findings)
+
+
+def test_template_passes_checkov() -> None:
+    findings = gates.checkov(gates.TEMPLATE)
+    assert findings == [], "\n".join(map(str, findings))
+
+
+def test_checkov_gate_fails_when_a_check_fails(broken_template: Callable[..., Path]) -> None:
+    # Given the HTTP API without access logs (CKV_AWS_95 is not skipped)
+    path = broken_template(lambda d: d["Resources"]["HttpApi"]["Properties"].pop("AccessLogSettings"))
+    # When checkov runs with the repository's configuration
+    found = {f.rule for f in gates.checkov(path)}
+    # Then the failed check is a finding
+    assert "CKV_AWS_95" in found
+
+
+def test_every_checkov_skip_carries_a_reason() -> None:
+    assert gates.checkov_skip_reasons() == []
+
+
+def test_a_checkov_skip_without_reason_is_a_finding(tmp_path: Path) -> None:
+    # Given a configuration with one reasoned and one bare skip
+    config = tmp_path / ".checkov.yaml"
+    config.write_text(
+        "framework:\n  - cloudformation\nskip-check:\n"
+        "  - CKV_AWS_117  # the functions call only public AWS APIs, a VPC adds NAT cost\n"
+        "  - CKV_AWS_116\n"
+    )
+    # When the skips are checked, Then only the bare one is reported
+    findings = gates.checkov_skip_reasons(config)
+    assert [f.message for f in findings] == ["skip CKV_AWS_116 needs a reason"]
