@@ -11,10 +11,12 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from jobtracker_common.timeutil import parse_iso
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 SUBJECT_LIMIT = 200
@@ -72,6 +74,9 @@ def _one_line(value: Any) -> str:
 
 @cache
 def environment() -> Environment:
+    # Imported on first render (~0.1 s): records that send nothing never pay for it.
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     env = Environment(
         loader=PackageLoader("notifier", "templates"),
         autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True),

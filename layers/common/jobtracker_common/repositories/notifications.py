@@ -6,18 +6,20 @@ Item layout (pk / sk):
 
 A record is the exactly-once guard for one email. States:
 
-    (new) --claim--> sending --SES ok--> sent
-      |                 |  \\--permanent SES error--> failed_permanent
-      |                 |   \\--transient error----> pending (claimed again by the next delivery)
-      |                 \\--lease expired, outcome unknown--> unconfirmed (never re-sent)
-      +--> held    (quiet hours; due index, released by the digest function when the window ends)
-      +--> queued  (hourly/daily; due index, folded into one digest email -> digested)
-      +--> skipped (recipient not provisioned / no email: recorded, nothing to send)
+    (new, claimed) sending --SES ok--------------> sent
+                      |   --permanent SES error---> failed_permanent
+                      |   --SES read timeout------> unconfirmed (may have gone out: never re-sent)
+                      |   --transient error-------> pending --claim--> sending ...
+                      +--lease expired (worker died mid-send) --sweep--> unconfirmed
+    (new) held    quiet hours; claimed by the digest function once due
+    (new) queued  hourly/daily; folded into one digest email -> digested
+    (new) skipped recipient not provisioned / no email / switched the event off while waiting
 
-Claiming is a conditional write that also sets `claim_token` and `lease_until`; every later
-write is conditional on that token, so a stale worker can never overwrite a newer outcome.
-Held/queued records carry `due_pk`/`due_at`, so the `due` index is sparse: it holds only work
-that is waiting for its time. `due_pk` is sharded (a constant key is one hot partition).
+Claiming is a conditional write that sets `claim_token` and `lease_until`; every later write
+is conditional on that token, so a stale worker can never overwrite a newer outcome. A
+`sending` record is never claimed again. Records waiting for a time (held, queued, pending
+retries, and claims until their lease expires) carry `due_pk`/`due_at`, so the `due` index
+is sparse: the digest function reads only work whose time has come. `due_pk` is sharded.
 """
 
 from __future__ import annotations
