@@ -145,6 +145,15 @@ class DigestService:
         lease_until = now + timedelta(seconds=self.notifier.settings.lease_seconds)
         address = user.email if user and user.email else items[0].email
         timezone = user.preferences.timezone if user else "UTC"
+        # Rendered before any claim: a rendering bug must not strand a claimed digest.
+        shown = sorted(items, key=lambda i: (i.payload.get("finished_at") or i.created_at, i.key))
+        email = render_digest(
+            [{"kind": i.kind, "payload": i.payload} for i in shown[:DIGEST_ROWS]],
+            product=self.notifier.settings.product_name,
+            dashboard_url=self.notifier.settings.dashboard_url,
+            period_label=period_label(period, timezone),
+            omitted=max(0, len(shown) - DIGEST_ROWS),
+        )
         if existing is None:
             record = NotificationRecord(
                 pk=pk,
@@ -188,14 +197,6 @@ class DigestService:
             record = existing.model_copy(update={"items": keys, "email": address})
         else:
             return  # sending: a live worker has it (or the sweep will record it unconfirmed)
-        shown = sorted(items, key=lambda i: (i.payload.get("finished_at") or i.created_at, i.key))
-        email = render_digest(
-            [{"kind": i.kind, "payload": i.payload} for i in shown[:DIGEST_ROWS]],
-            product=self.notifier.settings.product_name,
-            dashboard_url=self.notifier.settings.dashboard_url,
-            period_label=period_label(period, timezone),
-            omitted=max(0, len(shown) - DIGEST_ROWS),
-        )
         if not address:
             self.notifications.mark_failed_permanent(pk, sk, token=token, error="no address", now=now)
             self._settle(

@@ -171,8 +171,9 @@ class NotifierService:
                 "due_at": to_iso(lease_until),
             }
         )
+        email = self.render(claimed)  # before the claim: a rendering bug must not strand a claim
         if self.notifications.create(claimed):
-            return self._send_claimed(claimed, token, budget)
+            return self._send(claimed, token, email, budget)
         return self.deliver(pk, sk, budget)
 
     # ---- shared by the stream path and the digest function -------------------------------
@@ -195,6 +196,7 @@ class NotifierService:
                 return Outcome.UNCONFIRMED
             return Outcome.IN_FLIGHT
         self.require_time(budget)
+        email = self.render(record)
         token = self.new_token()
         from_states = (NotificationState.PENDING, NotificationState.HELD)
         if not self.notifications.claim(
@@ -213,16 +215,12 @@ class NotifierService:
                 pk, sk, token=token, error=f"gave up after {record.send_attempts} attempts", now=now
             )
             return Outcome.FAILED_PERMANENT
-        return self._send_claimed(record, token, budget)
+        return self._send(record, token, email, budget)
 
     def require_time(self, budget: Budget) -> None:
         """Claim nothing that cannot be sent in this invocation (no claim/release churn)."""
         if budget.left_seconds() < self.sender.call_seconds:
             raise TransientError("no time left in this invocation to send")
-
-    def _send_claimed(self, record: NotificationRecord, token: str, budget: Budget) -> Outcome:
-        email = self.render(record)
-        return self._send(record, token, email, budget)
 
     def render(self, record: NotificationRecord) -> RenderedEmail:
         return render_event(
