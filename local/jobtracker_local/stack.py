@@ -161,16 +161,13 @@ class LocalStack:
             from jobtracker_local import demo
 
             self.demo_jobs = demo.seed(env, api_url)
-            if demo.DEMO_SUCCEEDS in self.demo_jobs:
-                # One run right away, so the first run and email do not wait for the schedule.
-                runtime.invoke_async(
-                    "JobRunnerFunction",
-                    {
-                        "kind": "manual",
-                        "job_id": demo.DEMO_SUCCEEDS,
-                        "client_request_id": f"startup-{time.time()}",
-                    },
-                )
+            for job_id in (demo.DEMO_SUCCEEDS, demo.DEMO_FAILS):
+                if job_id in self.demo_jobs:
+                    # One run right away: the first runs, retries and emails need not wait for a schedule.
+                    runtime.invoke_async(
+                        "JobRunnerFunction",
+                        {"kind": "manual", "job_id": job_id, "client_request_id": f"startup-{time.time()}"},
+                    )
         if self.moto is not None:
             self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
             self._maintenance.start()
