@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    began = time.monotonic()
     from jobtracker_local.stack import LocalStack, StackConfig
 
     line = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -111,6 +113,7 @@ def _up(args: argparse.Namespace) -> int:
     stack = LocalStack(config)
     try:
         stack.start()
+        stack.started_in = time.monotonic() - began  # imports included: what a user waits for
         print(stack.ready_message(), flush=True)
         while not stop.wait(0.5):
             pass
