@@ -108,12 +108,17 @@ class ApiResponse:
         return str(self.body.get("message", "")) if isinstance(self.body, dict) else ""
 
 
-def invoke(event: dict[str, Any]) -> ApiResponse:
+def lambda_response(event: dict[str, Any]) -> dict[str, Any]:
+    """What the API Lambda returns to API Gateway for `event`."""
     from api.handler import lambda_handler
 
     from tests.conftest import FakeLambdaContext
 
-    result = lambda_handler(event, FakeLambdaContext(name="api"))
+    return lambda_handler(event, FakeLambdaContext(name="api"))
+
+
+def invoke(event: dict[str, Any]) -> ApiResponse:
+    result = lambda_response(event)
     raw = result.get("body")
     body = json.loads(raw) if raw else None
     return ApiResponse(result["statusCode"], body, result.get("headers", {}))

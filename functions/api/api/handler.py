@@ -6,11 +6,13 @@ that needs them (see `api.deps`).
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from jobtracker_common.errors import ValidationError
 from jobtracker_common.observability import logger as make_logger
 
 from api import errors
@@ -43,12 +45,60 @@ def authenticate(resolver: APIGatewayHttpResolver, next_middleware: NextMiddlewa
     return next_middleware(resolver)
 
 
-app.use(middlewares=[authenticate])
+def reject_unknown_query(resolver: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Unknown query parameters are rejected like unknown body fields: a typo (`stauts=failed`)
+    must not silently widen a listing."""
+    route = resolver.context.get("_route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is not None:
+        allowed = {param.alias for param in dependant.query_params}
+        given = resolver.current_event.query_string_parameters or {}
+        unknown = sorted(set(given) - allowed)
+        if unknown:
+            raise ValidationError(
+                f"unknown query parameter(s): {', '.join(unknown) or '(empty name)'}",
+                details=[
+                    {"location": "query", "field": name, "message": "not a parameter of this route"}
+                    for name in unknown
+                ],
+            )
+    return next_middleware(resolver)
+
+
+app.use(middlewares=[authenticate, reject_unknown_query])
 errors.register(app, check_access)
 for module in (meta, runs, jobs, users):
     app.include_router(module.router)
 
 
+#: Bodies are JSON only. Any other declared media type is rewritten to one the resolver
+#: rejects as unsupported (415 through the error mapping): its form and multipart parsers
+#: would otherwise run on bodies this API never accepts, and fail with a 500 on bad input.
+UNSUPPORTED_MEDIA = "application/octet-stream"
+
+
+def normalize(event: dict[str, Any]) -> dict[str, Any]:
+    """Bodies the resolver must never try to parse as anything but JSON."""
+    headers = event.get("headers")
+    if not isinstance(headers, dict):
+        return event
+    content_type = next((str(v) for k, v in headers.items() if k.lower() == "content-type"), "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    changes: dict[str, Any] = {}
+    if event.get("body") and media and media != "application/json":
+        changes["headers"] = {
+            **{k: v for k, v in headers.items() if k.lower() != "content-type"},
+            "content-type": UNSUPPORTED_MEDIA,
+        }
+    if event.get("isBase64Encoded") and event.get("body"):
+        try:
+            changes["body"] = base64.b64decode(str(event["body"]), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            changes["body"] = "<undecodable body>"  # answered as malformed JSON (400)
+        changes["isBase64Encoded"] = False
+    return {**event, **changes} if changes else event
+
+
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return app.resolve(normalize(event), context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from jobtracker_common.errors import ValidationError
 from jobtracker_common.models import RunStatus
 from jobtracker_common.statistics import StatisticsResult
+from pydantic import BeforeValidator
 
 from api.auth import READ_JOB_LOGS, WRITE_JOB_LOGS, secured
 from api.deps import services
@@ -30,8 +32,21 @@ StatusFilter = Annotated[
 ]
 JobFilter = Annotated[str | None, Query(pattern=ID_PATTERN, description="Only runs of this job.")]
 JobTypeFilter = Annotated[str | None, Query(min_length=1, max_length=64, description="Only this job type.")]
-From = Annotated[datetime | None, Query(alias="from", description="Runs queued at or after (ISO-8601).")]
-To = Annotated[datetime | None, Query(alias="to", description="Runs queued at or before (ISO-8601).")]
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_only(value: object) -> object:
+    """pydantic would read `0.5` as a Unix timestamp; the documented format is ISO-8601 only."""
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("expected an ISO-8601 date-time, e.g. 2026-11-29T00:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+From = Annotated[IsoDatetime | None, Query(alias="from", description="At or after (ISO-8601).")]
+To = Annotated[IsoDatetime | None, Query(alias="to", description="At or before (ISO-8601).")]
 
 
 def as_utc(value: datetime | None, name: str) -> datetime | None:
