@@ -411,11 +411,19 @@ def _logs(doc: dict[str, Any], _: dict[str, Any]) -> Iterator[Finding]:
 
 
 def _table_access(doc: dict[str, Any], _: dict[str, Any]) -> Iterator[Finding]:
-    """A table a function is told about (env var) must be one its policies grant: else it fails deployed."""
+    """Environment and policies name the same tables.
+
+    A table in the environment without a grant fails only once deployed (moto does not enforce
+    IAM); a grant for a table the function is not told about is privilege nobody uses.
+    """
     tables = set(_of_type(doc, "AWS::DynamoDB::Table"))
     for fn, props in _functions(doc).items():
         env = (props.get("Environment") or {}).get("Variables") or {}
         granted = _references(props.get("Policies"))
+        for table in sorted(granted & tables - _references(env)):
+            yield _find(
+                "table-grant-unused", f"{fn}.Policies", f"{table} is granted but not in the environment"
+            )
         for var, value in env.items():
             for table in _references(value) & tables - granted:
                 yield _find(

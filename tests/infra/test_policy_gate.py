@@ -152,6 +152,12 @@ CASES: dict[str, tuple[Callable[[Doc], None], str]] = {
         ),
         "table-access",
     ),
+    "table granted but not used": (
+        lambda d: res(d, "SweeperFunction")["Policies"].append(
+            {"DynamoDBReadPolicy": {"TableName": {"Ref": "StatsTable"}}}
+        ),
+        "table-grant-unused",
+    ),
     "function without an errors alarm": (
         lambda d: d["Resources"].pop("DigestErrorsAlarm"),
         "alarm-errors",
