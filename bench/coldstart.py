@@ -58,7 +58,8 @@ class _FakeAttributes(dict[str, str]):
         if kind.endswith("::Queue") and attribute != "Arn":
             return f"https://sqs.{REGION}.amazonaws.com/123456789012/{logical_id}"
         service = kind.split("::")[1].lower() if "::" in kind else "bench"
-        return f"arn:aws:{service}:{REGION}:123456789012:{logical_id}/{attribute}"
+        suffix = "" if attribute == "Arn" else f"/{attribute}"
+        return f"arn:aws:{service}:{REGION}:123456789012:{logical_id}{suffix}"
 
 
 def _env(function_env: dict[str, Any]) -> dict[str, str]:
@@ -66,7 +67,7 @@ def _env(function_env: dict[str, Any]) -> dict[str, str]:
 
     template = load_template()
     refs: dict[str, Any] = {
-        **{k: v for k, v in template.parameter_defaults().items()},
+        **dict(template.parameter_defaults().items()),
         **{logical_id: logical_id for logical_id in template.resources},
         "AWS::Region": REGION,
         "AWS::AccountId": "123456789012",
@@ -87,9 +88,9 @@ def _env(function_env: dict[str, Any]) -> dict[str, str]:
         AWS_REGION=REGION,
         PYTHONDONTWRITEBYTECODE="1",
     )
-    for key, value in function_env.items():
+    for key, raw in function_env.items():
         try:
-            value = resolve(value, refs, attrs)
+            value = resolve(raw, refs, attrs)
         except KeyError:
             value = "bench"
         env[key] = "" if value is None else str(value)
@@ -159,7 +160,9 @@ def measure(repeats: int = 7) -> list[Row]:
         spec = functions[logical_id]
         label = f"cold start {logical_id} ({spec.handler})"
         if logical_id in failures:
-            rows.append(Row(label, None, "x", f"<= {TARGET_RATIO}x", False, f"failed: {failures[logical_id]}"))
+            rows.append(
+                Row(label, None, "x", f"<= {TARGET_RATIO}x", False, f"failed: {failures[logical_id]}")
+            )
             continue
         value = median(samples[logical_id])
         ratio = value / base

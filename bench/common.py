@@ -314,8 +314,7 @@ def seed_items(table_name: str, base: dict[str, Any], overrides: Iterator[dict[s
     are emitted for seeded items."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item
-    from moto.dynamodb.models.dynamo_type import LimitedSizeDict
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 
     table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(table_name)
     hash_attr, range_attr = table.hash_key_attr, table.range_key_attr

@@ -8,6 +8,7 @@ injected, expected, observed, lost, duplicated) and exits non-zero if any scenar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import time
@@ -22,8 +23,8 @@ from bench.common import (
     FakeContext,
     counting,
     fake_aws_env,
-    isolated_aws,
     is_retryable_error,
+    isolated_aws,
     new_client,
     table,
     throttle_dynamodb,
@@ -43,6 +44,9 @@ class Sizes:
     ses_emails: int = 40
     ses_throttle_rate: float = 0.5
     killed_runs: int = 5
+    #: botocore attempts per call in the throttling scenarios (None: the product's config).
+    #: The tests set 1 to prove the scenario notices loss when nothing retries.
+    max_attempts: int | None = None
 
 
 FULL = Sizes()
@@ -175,10 +179,8 @@ def racing_writers(sizes: Sizes) -> Outcome:
                 won: dict[str, Run] = wins,
             ) -> None:
                 gate.wait(timeout=30)
-                try:
+                with contextlib.suppress(ConflictError):
                     won[name] = repo.transition(seen, status, **changes)
-                except ConflictError:
-                    pass
 
             writers = [
                 threading.Thread(
@@ -238,7 +240,7 @@ def dynamodb_throttling(sizes: Sizes) -> Outcome:
     n = sizes.throttled_runs
     code = "ProvisionedThroughputExceededException"
     with isolated_aws():
-        client = new_client("dynamodb", config=_pool_config(8))
+        client = new_client("dynamodb", config=_pool_config(8, sizes.max_attempts))
         add_job(client, duration_seconds=0, log_lines=20)
         runner = runner_service(client)
         base = utcnow().replace(second=0, microsecond=0)
@@ -279,11 +281,14 @@ def dynamodb_throttling(sizes: Sizes) -> Outcome:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _pool_config(threads: int) -> Any:
+def _pool_config(threads: int, max_attempts: int | None = None) -> Any:
     from botocore.config import Config
     from jobtracker_common.aws import CLIENT_CONFIG
 
-    return CLIENT_CONFIG.merge(Config(max_pool_connections=max(10, threads)))
+    config = CLIENT_CONFIG.merge(Config(max_pool_connections=max(10, threads)))
+    if max_attempts is not None:
+        config = config.merge(Config(retries={"max_attempts": max_attempts, "mode": "standard"}))
+    return config
 
 
 def _run_items(client: Any) -> list[dict[str, Any]]:
@@ -359,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(SCENARIOS):
         outcome = run_scenario(name, sizes)
         outcomes.append(outcome)
-        print(f"  {outcome.status}  {outcome.scenario} ({outcome.seconds:.1f} s)", file=sys.stderr, flush=True)
+        print(
+            f"  {outcome.status}  {outcome.scenario} ({outcome.seconds:.1f} s)", file=sys.stderr, flush=True
+        )
     print(render(outcomes))
     for outcome in outcomes:
         for note in outcome.notes:

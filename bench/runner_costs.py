@@ -70,7 +70,9 @@ def _gsi_keys(table: str) -> list[list[str]]:
     from jobtracker_local.template import load_template
 
     definition = load_template().table_definitions()[table]
-    return [[k["AttributeName"] for k in g["KeySchema"]] for g in definition.get("GlobalSecondaryIndexes", [])]
+    return [
+        [k["AttributeName"] for k in g["KeySchema"]] for g in definition.get("GlobalSecondaryIndexes", [])
+    ]
 
 
 def _in_indexes(item: dict[str, Any], indexes: list[list[str]]) -> int:
@@ -134,9 +136,7 @@ def writes_per_run() -> list[Row]:
                 ExpressionAttributeValues={":pk": {"S": f"RUN#{run_id}"}},
             )["Items"]
         }
-        entries = sum(
-            len(i["entries"]["L"]) for k, i in images.items() if k.split("|")[1].startswith("LOG#")
-        )
+        entries = sum(len(i["entries"]["L"]) for k, i in images.items() if k.split("|")[1].startswith("LOG#"))
         writes = calls.total(WRITE_OPS)
         wcu = estimate_wcu(recorder.requests, images, "RunsTable")
         reads = calls.total() - writes
@@ -161,7 +161,9 @@ def writes_per_run() -> list[Row]:
     ]
 
 
-def fill_history(client: Any, count: int, *, day_spread: int = 28, owner: str = "bench-owner") -> float:
+def fill_history(
+    client: Any, count: int, *, day_spread: int = 28, owner: str = "bench-owner", table: str = "RunsTable"
+) -> float:
     """`count` terminal runs, seeded straight into moto (see `seed_items`); like every terminal
     run they carry no active-index key. Returns seconds taken."""
     from jobtracker_common.ids import new_id
@@ -185,6 +187,7 @@ def fill_history(client: Any, count: int, *, day_spread: int = 28, owner: str = 
         duration_ms=1200,
     )
     item = repo._to_item(base)
+    statuses = [{"S": s} for s in ("completed", "completed", "failed", "completed", "timed_out")]
 
     def overrides() -> Any:
         for i in range(count):
@@ -195,9 +198,10 @@ def fill_history(client: Any, count: int, *, day_spread: int = 28, owner: str = 
                 "run_id": {"S": run_id},
                 "run_day": {"S": at.strftime("%Y-%m-%d")},
                 "queued_at": {"S": at.isoformat()},
+                "status": statuses[i % len(statuses)],
             }
 
-    seed_items("RunsTable", item, overrides())
+    seed_items(table, item, overrides())
     return time.perf_counter() - started
 
 
@@ -252,6 +256,7 @@ def active_runs_cost(history: int = 100_000, active: int = 10) -> list[Row]:
             "items",
             "informational",
             None,
-            f"a Scan reads every item (DescribeTable ItemCount); {scanned / max(read, 1):,.0f}x the index read",
+            f"a Scan reads every item (DescribeTable ItemCount); "
+            f"{scanned / max(read, 1):,.0f}x the index read",
         ),
     ]
