@@ -6,11 +6,14 @@ Item layout (pk / sk):
            e.g. ALL#H / 2026-11-29T05#*   or   OWNER#u1#D / 2026-11-29#TYPE#demo
 - marker:  APPLIED#<run_id> / <attempt:03>#<status>   (one per counted transition)
 
-One transition is counted by ONE TransactWriteItems: a Put of its marker (condition: absent) plus
-an Update per bucket (11 items). A redelivered record fails on the marker and changes nothing,
-so the counters stay exact under at-least-once delivery. Min/max cannot be expressed as an ADD:
-a bucket's `SET d_min = :d` is added to the same transaction only when the duration may be a
-new extreme, with the condition `d_min > :d`, so it stays atomic with the counts.
+A transition is counted in the same TransactWriteItems as its marker Put (condition: absent).
+A stream batch's transitions are packed into as few transactions as fit (a marker per
+transition plus ONE merged update per touched bucket, <= 100 items), so a redelivered record
+either finds its marker (skipped before writing) or fails on it (the transaction cancels):
+counters stay exact under at-least-once delivery. Min/max cannot be expressed as an ADD: a
+bucket's `SET d_min = :min` joins the same transaction only when the value may be a new
+extreme (per-process bounds cache), with the condition `d_min > :min`, so it stays atomic with
+the counts; a stale bound cancels the transaction, is re-read, and the transaction retried.
 """
 
 from __future__ import annotations
@@ -28,10 +31,8 @@ from jobtracker_common.statistics import (
     BucketKey,
     Granularity,
     StatsDelta,
+    aggregate,
     bucket_keys,
-    describe,
-    histogram_attribute,
-    histogram_index,
 )
 
 if TYPE_CHECKING:
@@ -41,17 +42,24 @@ if TYPE_CHECKING:
 #: Markers only have to outlive stream redelivery (records live 24 h).
 MARKER_TTL_SECONDS = 7 * 86_400
 _TRANSACT_ATTEMPTS = 8
+MAX_TRANSACTION_ITEMS = 100
 _RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 #: Bounds on (min, max) remembered per bucket; min only falls and max only rises, so a remembered
 #: min is an upper bound of the real one: a duration at or above it can never be a new minimum.
 _BOUNDS_CACHE_SIZE = 4_096
 
 
+def _marker_tuple(delta: StatsDelta) -> tuple[str, str]:
+    return f"APPLIED#{delta.run_id}", f"{delta.attempt:03d}#{delta.status.value}"
+
+
 def marker_key(delta: StatsDelta) -> dict[str, Any]:
-    return {
-        "pk": {"S": f"APPLIED#{delta.run_id}"},
-        "sk": {"S": f"{delta.attempt:03d}#{delta.status.value}"},
-    }
+    pk, sk = _marker_tuple(delta)
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _merge(deltas: list[StatsDelta]) -> list[BucketAggregate]:
+    return list(aggregate(deltas).values())
 
 
 class StatsRepository:
@@ -61,85 +69,164 @@ class StatsRepository:
         self._clock = clock
         self._bounds: OrderedDict[tuple[str, str], tuple[int | None, int | None]] = OrderedDict()
 
-    # ---- write: one transition, exactly once ---------------------------------------------
+    # ---- write: transitions, exactly once ----------------------------------------------
     def apply(self, delta: StatsDelta) -> bool:
         """Count `delta` once; False when it had been counted before (a redelivery)."""
-        keys = bucket_keys(delta)
+        (result,) = self.apply_many([delta])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def apply_many(self, deltas: list[StatsDelta]) -> list[bool | Exception]:
+        """Count each transition once. Per delta: True (counted now), False (counted before)
+        or the error that kept it from being counted (the caller reports it as failed).
+
+        Deltas are packed into as few transactions as fit in MAX_TRANSACTION_ITEMS (a marker
+        per delta plus one merged update per bucket), so a batch of runs that ended in the same
+        hour updates the hot overall bucket once, not once per run.
+        """
+        results: list[bool | Exception | None] = [None] * len(deltas)
+        first_of: dict[tuple[str, str], int] = {}
+        for index, delta in enumerate(deltas):
+            marker = _marker_tuple(delta)
+            if marker in first_of:
+                results[index] = False  # the same transition twice in one batch
+            else:
+                first_of[marker] = index
+        for chunk in self._chunks(list(first_of.values()), deltas):
+            try:
+                outcomes = self._apply_chunk([deltas[i] for i in chunk])
+            except (ClientError, TransientError) as exc:
+                # This chunk's records fail (and are redelivered); other chunks stand.
+                outcomes = dict.fromkeys(range(len(chunk)), exc)
+            for index, outcome in outcomes.items():
+                results[chunk[index]] = outcome
+        return [False if r is None else r for r in results]
+
+    def _chunks(self, indexes: list[int], deltas: list[StatsDelta]) -> list[list[int]]:
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        keys: set[tuple[str, str]] = set()
+        for index in indexes:
+            mine = {(k.pk, k.sk) for k in bucket_keys(deltas[index])}
+            if current and len(current) + 1 + len(keys | mine) > MAX_TRANSACTION_ITEMS:
+                chunks.append(current)
+                current, keys = [], set()
+            current.append(index)
+            keys |= mine
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _apply_chunk(self, chunk: list[StatsDelta]) -> dict[int, bool | Exception]:
+        """Results by position in `chunk`."""
+        results: dict[int, bool | Exception] = {}
+        pending = dict(enumerate(chunk))
+        for index in self._already_applied(chunk):
+            results[index] = False
+            pending.pop(index)
         for attempt in range(_TRANSACT_ATTEMPTS):
-            if delta.counts_duration:
-                self._load_bounds([k for k in keys if (k.pk, k.sk) not in self._bounds])
-            items, extremes = self._transaction(delta, keys)
+            if not pending:
+                return results
+            order = list(pending)
+            buckets = _merge([pending[i] for i in order])
+            unknown = [
+                b.key
+                for b in buckets
+                if b.counters.duration_count and (b.key.pk, b.key.sk) not in self._bounds
+            ]
+            self._load_bounds(unknown)
+            items, extremes = self._transaction([pending[i] for i in order], buckets)
             try:
                 self._client.transact_write_items(TransactItems=items)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "TransactionCanceledException":
                     raise
                 reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False
-                stale = [
-                    keys[i - 1]
-                    for i, code in enumerate(reasons)
-                    if i > 0 and code == "ConditionalCheckFailed"
-                ]
-                for key in stale:
-                    self._bounds.pop((key.pk, key.sk), None)
-                if stale or any(code in _RETRYABLE_REASONS for code in reasons):
-                    time.sleep(min(1.0, 0.02 * 2**attempt))
+                failed = {i for i, code in enumerate(reasons) if code == "ConditionalCheckFailed"}
+                for position in sorted(failed):
+                    if position < len(order):
+                        # Counted meanwhile by a concurrent delivery.
+                        results[order[position]] = False
+                        pending.pop(order[position])
+                    else:
+                        bucket = buckets[position - len(order)].key
+                        self._bounds.pop((bucket.pk, bucket.sk), None)
+                if failed or any(code in _RETRYABLE_REASONS for code in reasons):
+                    time.sleep(min(1.0, 0.02 * 2**attempt) if not failed else 0)
                     continue
                 raise
-            for bucket, (low, high) in extremes.items():
-                self._remember(bucket, low, high)
-            return True
-        raise TransientError(f"statistics for run {delta.run_id} not written: transaction kept conflicting")
+            for bucket_key, (low, high) in extremes.items():
+                self._remember(bucket_key, low, high)
+            for index in pending:
+                results[index] = True
+            return results
+        error = TransientError("statistics not written: the transaction kept conflicting")
+        for index in pending:
+            results[index] = error
+        return results
+
+    def already_counted(self, deltas: list[StatsDelta]) -> list[bool]:
+        """Whether each transition's marker exists (consistent read; one BatchGet per 100)."""
+        found = self._already_applied(deltas)
+        return [i in found for i in range(len(deltas))]
+
+    def _already_applied(self, chunk: list[StatsDelta]) -> set[int]:
+        """Positions whose marker exists: a redelivered batch costs one read, no transaction."""
+        wanted = {_marker_tuple(d): i for i, d in enumerate(chunk)}
+        found = self._batch_get([{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in wanted], "pk, sk")
+        return {wanted[(item["pk"], item["sk"])] for item in found}
 
     def _transaction(
-        self, delta: StatsDelta, keys: list[BucketKey]
+        self, deltas: list[StatsDelta], buckets: list[BucketAggregate]
     ) -> tuple[list[TransactWriteItemTypeDef], dict[tuple[str, str], tuple[int | None, int | None]]]:
-        marker = {
-            **marker_key(delta),
-            "entity": {"S": "applied"},
-            "expires_at": serialize(int(self._clock()) + MARKER_TTL_SECONDS),
-        }
+        expires = serialize(int(self._clock()) + MARKER_TTL_SECONDS)
         items: list[TransactWriteItemTypeDef] = [
             {
                 "Put": {
                     "TableName": self._table,
-                    "Item": marker,
+                    "Item": {**marker_key(delta), "entity": {"S": "applied"}, "expires_at": expires},
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
+            for delta in deltas
         ]
         extremes: dict[tuple[str, str], tuple[int | None, int | None]] = {}
-        for key in keys:
-            names = {"#c": delta.counter, "#exp": "expires_at"}
-            values: dict[str, Any] = {":one": serialize(1), ":exp": serialize(key.expires_at())}
-            adds = ["#c :one"]
+        for bucket in buckets:
+            key, counters = bucket.key, bucket.counters
+            names: dict[str, str] = {"#exp": "expires_at"}
+            values: dict[str, Any] = {":exp": serialize(key.expires_at())}
             sets = ["#exp = :exp"]
-            for i, (attr, value) in enumerate(describe(key, delta).items()):
-                names[f"#s{i}"] = attr
-                values[f":s{i}"] = serialize(value)
-                sets.append(f"#s{i} = :s{i}")
+            for attr, value in (("job_type", bucket.job_type), ("owner_id", bucket.owner_id)):
+                if value is not None:
+                    names[f"#{attr}"] = attr
+                    values[f":{attr}"] = serialize(value)
+                    sets.append(f"#{attr} = :{attr}")
+            adds = []
+            increments = {
+                name: value
+                for name, value in counters.to_attributes().items()
+                if name not in ("d_min", "d_max")
+            }
+            for i, (attr, value) in enumerate(sorted(increments.items())):
+                names[f"#n{i}"] = attr
+                values[f":n{i}"] = serialize(value)
+                adds.append(f"#n{i} :n{i}")
             conditions: list[str] = []
-            if delta.counts_duration:
-                assert delta.duration_ms is not None
-                duration = delta.duration_ms
-                names.update(
-                    {"#dc": "d_count", "#ds": "d_sum", "#h": histogram_attribute(histogram_index(duration))}
-                )
-                values[":d"] = serialize(duration)
-                adds += ["#dc :one", "#ds :d", "#h :one"]
+            if counters.duration_min is not None and counters.duration_max is not None:
                 low, high = self._bounds.get((key.pk, key.sk), (None, None))
-                if low is None or duration < low:
+                if low is None or counters.duration_min < low:
                     names["#min"] = "d_min"
-                    sets.append("#min = :d")
-                    conditions.append("(attribute_not_exists(#min) OR #min > :d)")
-                    low = duration
-                if high is None or duration > high:
+                    values[":min"] = serialize(counters.duration_min)
+                    sets.append("#min = :min")
+                    conditions.append("(attribute_not_exists(#min) OR #min > :min)")
+                    low = counters.duration_min
+                if high is None or counters.duration_max > high:
                     names["#max"] = "d_max"
-                    sets.append("#max = :d")
-                    conditions.append("(attribute_not_exists(#max) OR #max < :d)")
-                    high = duration
+                    values[":max"] = serialize(counters.duration_max)
+                    sets.append("#max = :max")
+                    conditions.append("(attribute_not_exists(#max) OR #max < :max)")
+                    high = counters.duration_max
                 extremes[(key.pk, key.sk)] = (low, high)
             update: dict[str, Any] = {
                 "TableName": self._table,
@@ -153,30 +240,40 @@ class StatsRepository:
             items.append({"Update": update})  # type: ignore[typeddict-item]
         return items, extremes
 
-    def _load_bounds(self, keys: list[BucketKey]) -> None:
-        """Read the current min/max of buckets we know nothing about (consistent reads)."""
+    def _batch_get(self, keys: list[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         for start in range(0, len(keys), 100):
-            chunk = keys[start : start + 100]
             request: dict[str, Any] = {
                 self._table: {
-                    "Keys": [{"pk": {"S": k.pk}, "sk": {"S": k.sk}} for k in chunk],
-                    "ProjectionExpression": "pk, sk, d_min, d_max",
+                    "Keys": keys[start : start + 100],
+                    "ProjectionExpression": projection,
                     "ConsistentRead": True,
                 }
             }
-            found: dict[tuple[str, str], dict[str, Any]] = {}
-            for _ in range(_TRANSACT_ATTEMPTS):
+            for attempt in range(_TRANSACT_ATTEMPTS):
                 response = self._client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self._table, []):
-                    data = from_item(item)
-                    found[(data["pk"], data["sk"])] = data
+                found.extend(from_item(i) for i in response.get("Responses", {}).get(self._table, []))
                 request = dict(response.get("UnprocessedKeys") or {})
                 if not request:
                     break
-                time.sleep(0.05)
-            for key in chunk:
-                data = found.get((key.pk, key.sk), {})
-                self._remember((key.pk, key.sk), data.get("d_min"), data.get("d_max"), replace=True)
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            if request:
+                raise TransientError("statistics read stayed unprocessed after retries")
+        return found
+
+    def _load_bounds(self, keys: list[BucketKey]) -> None:
+        """Read the current min/max of buckets we know nothing about (consistent reads)."""
+        if not keys:
+            return
+        found = {
+            (item["pk"], item["sk"]): item
+            for item in self._batch_get(
+                [{"pk": {"S": k.pk}, "sk": {"S": k.sk}} for k in keys], "pk, sk, d_min, d_max"
+            )
+        }
+        for key in keys:
+            data = found.get((key.pk, key.sk), {})
+            self._remember((key.pk, key.sk), data.get("d_min"), data.get("d_max"), replace=True)
 
     def _remember(
         self, key: tuple[str, str], low: int | None, high: int | None, *, replace: bool = False
