@@ -30,18 +30,10 @@ def _benchmarks(args: argparse.Namespace) -> dict[str, Callable[[], list[Row]]]:
         "writes": runner_costs.writes_per_run,
         "active": lambda: runner_costs.active_runs_cost(args.history),
     }
-    try:
-        from bench import stats_cost
+    from bench import notifier_cost, stats_cost
 
-        benches["stats"] = lambda: stats_cost.measure(args.history)
-    except ImportError:
-        pass
-    try:
-        from bench import notifier_cost
-
-        benches["notifier"] = lambda: notifier_cost.measure(args.transitions)
-    except ImportError:
-        pass
+    benches["stats"] = lambda: stats_cost.measure(args.history)
+    benches["notifier"] = lambda: notifier_cost.measure(args.transitions)
     try:
         from bench import local_stack
 
