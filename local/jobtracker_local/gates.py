@@ -81,7 +81,8 @@ class Finding:
 # ---- loading and translating ---------------------------------------------------------------
 def load(path: Path) -> dict[str, Any]:
     """The template as a dict with long-form intrinsics (YAML or JSON)."""
-    doc: dict[str, Any] = load_yaml(path.read_text())
+    text = path.read_text()
+    doc: dict[str, Any] = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     return doc
 
 
@@ -531,8 +532,22 @@ def checkov_skip_reasons(config: Path = CHECKOV_CONFIG) -> list[Finding]:
     return findings
 
 
+def missing_code(path: Path = TEMPLATE) -> list[Finding]:
+    """Local CodeUri/ContentUri folders that do not exist (sam build only says FileNotFoundError)."""
+    findings = []
+    for name, resource in load(path).get("Resources", {}).items():
+        props = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri"):
+            uri = props.get(key)
+            if isinstance(uri, str) and not uri.startswith("s3://") and not (path.parent / uri).is_dir():
+                findings.append(Finding("sam-build", "code-uri", f"{name}.{key}", f"{uri} is not a folder"))
+    return findings
+
+
 def sam_build(path: Path = TEMPLATE) -> list[Finding]:
     """`sam build` into a throwaway directory (run from there, so SAM's deps cache stays out of the repo)."""
+    if findings := missing_code(path):
+        return findings
     with tempfile.TemporaryDirectory(prefix="jobtracker-sam-build-") as work:
         result = subprocess.run(
             [
@@ -554,7 +569,9 @@ def sam_build(path: Path = TEMPLATE) -> list[Finding]:
             check=False,
         )
         if result.returncode != 0 or not (Path(work) / "build" / "template.yaml").is_file():
-            return [Finding("sam-build", "build", str(path), (result.stderr + result.stdout)[-3000:])]
+            output = result.stderr + result.stdout
+            errors = [line for line in output.splitlines() if "Error" in line]
+            return [Finding("sam-build", "build", str(path), "\n".join([*errors[-5:], output[-2000:]]))]
     return []
 
 

@@ -74,3 +74,27 @@ def test_a_checkov_skip_without_reason_is_a_finding(tmp_path: Path) -> None:
     # When the skips are checked, Then only the bare one is reported
     findings = gates.checkov_skip_reasons(config)
     assert [f.message for f in findings] == ["skip CKV_AWS_116 needs a reason"]
+
+
+def test_every_code_folder_of_the_template_exists() -> None:
+    assert gates.missing_code(gates.TEMPLATE) == []
+
+
+def test_a_missing_code_folder_fails_the_build_gate_before_sam_runs(
+    broken_template: Callable[..., Path],
+) -> None:
+    # Given a copy whose code paths are absolute (it lives in tmp), one of them pointing nowhere
+    infra = gates.TEMPLATE.parent
+
+    def mutate(doc: dict) -> None:
+        for resource in doc["Resources"].values():
+            props = resource.get("Properties", {})
+            for key in ("CodeUri", "ContentUri"):
+                if isinstance(props.get(key), str):
+                    props[key] = str((infra / props[key]).resolve())
+        doc["Resources"]["TrackerFunction"]["Properties"]["CodeUri"] = str(infra / "no-such-function")
+
+    path = broken_template(mutate)
+    # When the sam-build gate runs, Then it names the function and the folder
+    findings = gates.sam_build(path)
+    assert [(f.rule, f.where) for f in findings] == [("code-uri", "TrackerFunction.CodeUri")]
