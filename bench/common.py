@@ -45,6 +45,8 @@ def fake_aws_env() -> None:
             "AWS_SESSION_TOKEN": "testing",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
+            # Account-based endpoints (<account>.streams-ddb...) are not routed by moto in-process.
+            "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
             "POWERTOOLS_METRICS_NAMESPACE": "JobTrackerBench",
             "POWERTOOLS_DEV": "false",
             # EMF metric blobs on stdout would drown the tables; metrics are not what is measured.

@@ -280,6 +280,363 @@ def dynamodb_throttling(sizes: Sizes) -> Outcome:
     )
 
 
+# ---- stream scenarios ----------------------------------------------------------------------
+def _missing(*modules: str) -> str | None:
+    from bench.common import module_exists
+
+    absent = [m for m in modules if not module_exists(m)]
+    return f"{', '.join(absent)} not there yet" if absent else None
+
+
+def _emails_by_run(messages: list[Any], run_ids: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(run_ids, 0)
+    for message in messages:
+        for run_id in run_ids:
+            if run_id in message.body:
+                counts[run_id] += 1
+                break
+    return counts
+
+
+def _run_jobs(w: Any, succeed: int, fail: int) -> list[str]:
+    """`succeed` + `fail` scheduled runs through the real runner; returns their run ids."""
+    from job_runner import handler
+
+    from bench.world import add_user
+
+    add_user(w.ddb, "owner-ok")
+    add_user(w.ddb, "owner-ko")
+    add_job(w.ddb, "01JBENCHOK0000000000000000", owner_id="owner-ok", duration_seconds=0, log_lines=1)
+    add_job(
+        w.ddb,
+        "01JBENCHKO0000000000000000",
+        owner_id="owner-ko",
+        duration_seconds=0,
+        log_lines=1,
+        outcome="fail",
+    )
+    runner = runner_service(w.ddb)
+    base = utcnow().replace(second=0, microsecond=0)
+    run_ids = []
+    for job_id, count in (("01JBENCHOK0000000000000000", succeed), ("01JBENCHKO0000000000000000", fail)):
+        for i in range(count):
+            event = schedule_event(base - timedelta(minutes=i + 1), job_id=job_id)
+            result = handler.handle(event, FakeContext(), runner)  # type: ignore[arg-type]
+            run_ids.append(result["run_id"])
+    return run_ids
+
+
+def _deliver_copies(deliver: Callable[[list[dict[str, Any]]], dict[str, Any]], batch: list[Any]) -> int:
+    """Three copies of one batch at once; returns how many records were reported failed."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        responses = list(pool.map(deliver, [batch] * 3))
+    return sum(len(r.get("batchItemFailures", [])) for r in responses)
+
+
+def stream_delivered_three_times(sizes: Sizes) -> Outcome:
+    """Every stream batch reaches the tracker and the notifier three times, the copies at once:
+    one email per run and statistics that count each run once."""
+    name = "stream batches delivered three times"
+    injected = "each batch x3, concurrently, to tracker and notifier"
+    expected_text = "1 email per run; stats count each run once"
+    if why := _missing("tracker.handler", "notifier.handler"):
+        return skipped(name, injected, expected_text, why)
+    from jobtracker_common.repositories.stats import StatsRepository
+    from jobtracker_common.statistics import StatisticsQuery, query_statistics
+
+    from bench.world import world
+
+    n = sizes.stream_runs
+    ok_runs, failed_runs = n - n // 3, n // 3
+    with world() as w:
+        run_ids = _run_jobs(w, ok_runs, failed_runs)
+        failures = 0
+        batches = 0
+        for batch in w.batches("TrackerFunction"):
+            failures += _deliver_copies(w.deliver_tracker, batch)
+            batches += 1
+        for batch in w.batches("NotifierFunction"):
+            failures += _deliver_copies(w.deliver_notifier, batch)
+        emails = _emails_by_run(w.sent_emails(), run_ids)
+        stats = query_statistics(
+            StatsRepository(w.ddb, "StatsTable"), StatisticsQuery(time_period="day"), now=utcnow()
+        ).totals
+    lost = sum(1 for c in emails.values() if c == 0)
+    duplicated = sum(c - 1 for c in emails.values() if c > 1)
+    counted = stats.by_status.get("completed", 0), stats.by_status.get("failed", 0)
+    lost += max(0, ok_runs - counted[0]) + max(0, failed_runs - counted[1])
+    duplicated += max(0, counted[0] - ok_runs) + max(0, counted[1] - failed_runs)
+    return Outcome(
+        name,
+        f"{injected} ({batches} tracker batch(es))",
+        f"{n} emails; stats {ok_runs} completed, {failed_runs} failed",
+        f"{sum(emails.values())} emails; stats {counted[0]} completed, {counted[1]} failed; "
+        f"{failures} records reported failed",
+        lost=lost,
+        duplicated=duplicated,
+        passed=lost == 0 and duplicated == 0 and failures == 0,
+    )
+
+
+def poison_record(sizes: Sizes) -> Outcome:
+    """One record the tracker can never parse sits in a batch of good ones. Through the local
+    stack's stream emulator (the template's batch size, retry limit, partial failures and
+    on-failure queue) on a moto server: the poison alone ends up unprocessed in the on-failure
+    queue after the retry limit; every good transition is counted exactly once."""
+    import urllib.request
+
+    name = "poison record in a batch"
+    injected = "1 unparseable run image among good ones"
+    expected_text = "poison alone unprocessed, in the DLQ after the retry limit; rest counted once"
+    if why := _missing("tracker.handler"):
+        return skipped(name, injected, expected_text, why)
+    from dataclasses import replace
+
+    from jobtracker_common.ids import new_id
+    from jobtracker_common.repositories.stats import StatsRepository
+    from jobtracker_common.statistics import StatisticsQuery, query_statistics
+    from jobtracker_local.endpoint import moto_server
+    from jobtracker_local.resources import LocalResources, aws_client, provision
+    from jobtracker_local.streams import EmulatorSettings, StreamEmulator, StreamSource
+    from jobtracker_local.template import load_template
+    from tracker import handler
+
+    from bench.world import build_tracker
+
+    n = sizes.poison_batch
+    server = moto_server("127.0.0.1", 0)
+    server.start()
+
+    def reset() -> None:
+        request = urllib.request.Request(server.url + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=30).close()
+
+    emulator = None
+    try:
+        reset()
+        resources = LocalResources(load_template(), server.url)
+        provision(resources)
+        ddb = aws_client("dynamodb", server.url)
+        tracker = build_tracker(ddb, aws_client("scheduler", server.url))
+        (source,) = [s for s in StreamSource.from_template(resources) if s.function_id == "TrackerFunction"]
+        source = replace(source, batching_window_seconds=0.2)
+        invocations: list[int] = []
+
+        def invoke(event: dict[str, Any]) -> Any:
+            invocations.append(len(event["Records"]))
+            return handler.handle(event, FakeContext(), tracker)  # type: ignore[arg-type]
+
+        runs_table = resources.refs["RunsTable"]
+        good = []
+        now = utcnow()
+        for i in range(n):
+            if i == n // 2:
+                ddb.put_item(
+                    TableName=runs_table,
+                    Item={
+                        "pk": {"S": "RUN#POISON"},
+                        "sk": {"S": "META"},
+                        "entity": {"S": "run"},
+                        "run_id": {"S": "POISON"},
+                        "status": {"S": "exploded"},
+                    },
+                )
+            run_id = new_id(now)
+            good.append(run_id)
+            ddb.put_item(TableName=runs_table, Item=_terminal_run_item(run_id, now))
+        emulator = StreamEmulator(
+            [source],
+            {"TrackerFunction": invoke},
+            endpoint=server.url,
+            region="us-east-1",
+            resources=resources,
+            settings=EmulatorSettings(poll_interval=0.05, retry_delay=0.05, max_batching_window=0.2),
+        )
+        emulator.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (emulator.idle() and invocations):
+            time.sleep(0.1)
+        emulator.stop()
+        dlq = _drain(aws_client("sqs", server.url), resources.refs["TrackerDLQ"])
+        stats = query_statistics(
+            StatsRepository(ddb, resources.refs["StatsTable"]),
+            StatisticsQuery(time_period="day"),
+            now=utcnow(),
+        ).totals
+    finally:
+        if emulator is not None:
+            emulator.stop()
+        reset()
+        server.stop()
+    in_dlq = [r["dynamodb"]["NewImage"]["run_id"]["S"] for m in dlq for r in m.get("Records", [])]
+    unprocessed = [r for r in in_dlq if r == "POISON"]
+    counted = stats.by_status.get("completed", 0)
+    lost = max(0, n - counted)
+    duplicated = max(0, counted - n)
+    attempts = max(0, len(invocations) - 1)
+    ok = len(dlq) == 1 and unprocessed == ["POISON"] and lost == 0 and duplicated == 0
+    return Outcome(
+        name,
+        f"{injected} ({n} good), MaximumRetryAttempts={source.max_retries}",
+        expected_text,
+        f"{len(dlq)} DLQ message(s) holding {len(in_dlq)} record(s), unprocessed: {unprocessed or 'none'}; "
+        f"{counted} of {n} counted; {len(invocations)} invocations ({attempts} redeliveries)",
+        lost=lost,
+        duplicated=duplicated,
+        passed=ok,
+    )
+
+
+def _terminal_run_item(run_id: str, now: Any) -> dict[str, Any]:
+    from jobtracker_common.models import Run, RunStatus, Trigger
+    from jobtracker_common.repositories import RunsRepository
+
+    run = Run(
+        run_id=run_id,
+        job_id="poison-job",
+        job_name="poison neighbours",
+        job_type="demo",
+        owner_id="owner-ok",
+        trigger=Trigger.SCHEDULE,
+        status=RunStatus.COMPLETED,
+        queued_at=now,
+        started_at=now,
+        finished_at=now,
+        duration_ms=1000,
+    )
+    return RunsRepository(None, "RunsTable")._to_item(run)  # type: ignore[arg-type]
+
+
+def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
+    import json
+
+    out: list[dict[str, Any]] = []
+    for _ in range(100):
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not messages:
+            break
+        for message in messages:
+            out.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return out
+
+
+def ses_throttling(sizes: Sizes) -> Outcome:
+    """SES answers TooManyRequestsException to half the sends: the notifier retries within its
+    time budget, records it cannot finish are reported and redelivered (as Lambda would);
+    every email goes out exactly once."""
+    from bench.common import ErrorInjector
+
+    name = "SES throttling"
+    rate = sizes.ses_throttle_rate
+    injected = f"TooManyRequestsException on {rate:.0%} of SendEmail attempts"
+    expected_text = "every email exactly once"
+    if why := _missing("notifier.handler"):
+        return skipped(name, injected, expected_text, why)
+    from bench.notifier_cost import transition_records
+    from bench.world import add_user, world
+
+    n = sizes.ses_emails
+    records = transition_records(n, owners=4, status="failed")
+    run_ids = [r["dynamodb"]["NewImage"]["run_id"]["S"] for r in records]
+    with world(tracker=False) as w:
+        for owner in range(4):
+            add_user(w.ddb, f"user-{owner}")
+        injector = ErrorInjector(
+            w.ses,
+            rate=rate,
+            status=429,
+            body={"__type": "TooManyRequestsException", "message": "Maximum sending rate exceeded."},
+            json_protocol=False,
+        )
+        pending = records
+        rounds = 0
+        while pending and rounds < 10:
+            rounds += 1
+            failed_ids: set[str] = set()
+            for start in range(0, len(pending), 25):
+                batch = pending[start : start + 25]
+                response = w.deliver_notifier(batch)
+                failed_ids |= {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+            # Lambda redelivers from the first failed record; redelivering only the failed
+            # ones is the same for the notifier, whose records are idempotent.
+            pending = [r for r in pending if r["dynamodb"]["SequenceNumber"] in failed_ids]
+        injector.detach()
+        emails = _emails_by_run(w.sent_emails(), run_ids)
+    lost = sum(1 for c in emails.values() if c == 0)
+    duplicated = sum(c - 1 for c in emails.values() if c > 1)
+    return Outcome(
+        name,
+        f"{injected} ({injector.injected} throttled)",
+        f"{n} emails, each once",
+        f"{sum(emails.values())} emails in {rounds} delivery round(s); {len(pending)} records still failing",
+        lost=lost,
+        duplicated=duplicated,
+        passed=lost == 0 and duplicated == 0 and injector.injected > 0,
+    )
+
+
+def runner_killed(sizes: Sizes) -> Outcome:
+    """The runner died mid-job: its runs stay `running` with a lease that has expired. The
+    sweeper marks them timed_out; the stream tells the notifier, and each owner gets one email."""
+    name = "runner killed mid-job"
+    n = sizes.killed_runs
+    injected = f"{n} runs left running, lease expired (no runner left)"
+    expected_text = "timed_out, owner told once per run"
+    if why := _missing("tracker.sweep", "notifier.handler"):
+        return skipped(name, injected, expected_text, why)
+    from jobtracker_common.ids import new_id
+    from jobtracker_common.models import RetryPolicy, Run, RunStatus, Trigger
+    from jobtracker_common.repositories import RunsRepository
+    from tracker.sweep import Sweeper
+
+    from bench.world import add_user, world
+
+    with world(tracker=False) as w:
+        add_user(w.ddb, "owner-ko")
+        runs = RunsRepository(w.ddb, "RunsTable")
+        started = utcnow() - timedelta(minutes=30)
+        run_ids = []
+        for _ in range(n):
+            run = runs.create(
+                Run(
+                    run_id=new_id(started),
+                    job_id="killed-job",
+                    job_name="killed",
+                    job_type="demo",
+                    owner_id="owner-ko",
+                    trigger=Trigger.SCHEDULE,
+                    retry=RetryPolicy(max_attempts=1),
+                    status=RunStatus.RUNNING,
+                    queued_at=started,
+                    started_at=started,
+                    lease_until=started + timedelta(minutes=6),
+                )
+            )
+            run_ids.append(run.run_id)
+        report = Sweeper(runs).sweep()
+        second = Sweeper(runs).sweep()  # a second sweep must find nothing left to do
+        for batch in w.batches("NotifierFunction"):
+            w.deliver_notifier(batch)
+        statuses = [runs.get(r).status.value for r in run_ids]
+        emails = _emails_by_run(w.sent_emails(), run_ids)
+    timed_out = statuses.count("timed_out")
+    lost = (n - timed_out) + sum(1 for c in emails.values() if c == 0)
+    duplicated = sum(c - 1 for c in emails.values() if c > 1) + len(second.timed_out)
+    return Outcome(
+        name,
+        injected,
+        expected_text,
+        f"{timed_out}/{n} timed_out by the sweeper ({len(report.timed_out)} in its report, "
+        f"{len(second.timed_out)} on a second sweep); {sum(emails.values())} emails",
+        lost=lost,
+        duplicated=duplicated,
+        passed=lost == 0 and duplicated == 0,
+    )
+
+
 # ---- helpers -------------------------------------------------------------------------------
 def _pool_config(threads: int, max_attempts: int | None = None) -> Any:
     from botocore.config import Config
@@ -316,6 +673,10 @@ Scenario = Callable[[Sizes], Outcome]
 
 SCENARIOS: dict[str, Scenario] = {
     "duplicates": duplicate_deliveries,
+    "stream-x3": stream_delivered_three_times,
+    "poison": poison_record,
+    "ses-throttle": ses_throttling,
+    "runner-killed": runner_killed,
     "race": racing_writers,
     "ddb-throttle": dynamodb_throttling,
 }
