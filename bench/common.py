@@ -314,11 +314,11 @@ def seed_items(table_name: str, base: dict[str, Any], overrides: Iterator[dict[s
     attribute (about 5 ms per run item), so 100,000 items through BatchWriteItem would take
     minutes; the reads that are measured still go through the real API. No stream records
     are emitted for seeded items."""
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core import DEFAULT_ACCOUNT_ID  # type: ignore[attr-defined]
     from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 
-    table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(table_name)
+    table: Any = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table(table_name)
     hash_attr, range_attr = table.hash_key_attr, table.range_key_attr
     converted = {k: DynamoType(v) for k, v in base.items()}
     count = 0
@@ -327,7 +327,7 @@ def seed_items(table_name: str, base: dict[str, Any], overrides: Iterator[dict[s
         dict.__init__(attrs, converted)
         for key, value in extra.items():
             dict.__setitem__(attrs, key, DynamoType(value))
-        item = Item.__new__(Item)
+        item: Any = Item.__new__(Item)
         item.hash_key = attrs[hash_attr]
         item.range_key = attrs[range_attr] if range_attr else None
         item.attrs = attrs
@@ -402,7 +402,8 @@ class ErrorInjector:
         headers = {"Content-Type": content_type, "x-amzn-RequestId": "injected", "x-amzn-ErrorType": ""}
         error_type = json.loads(self.body).get("__type", "")
         headers["x-amzn-ErrorType"] = error_type.rsplit("#", 1)[-1]
-        return AWSResponse(request.url, self.status, headers, _RawBody(self.body))
+        raw: Any = _RawBody(self.body)
+        return AWSResponse(request.url, self.status, headers, raw)  # type: ignore[arg-type]
 
 
 def throttle_dynamodb(client: Any, rate: float, **kwargs: Any) -> ErrorInjector:
@@ -422,6 +423,6 @@ def is_retryable_error(code: str) -> bool:
     """Whether botocore's standard retry mode retries this error code (asked of botocore)."""
     from botocore.retries import standard
 
-    checker = standard.ThrottledRetryableChecker()
-    transient = standard.TransientRetryableChecker()
-    return code in checker._throttled_error_codes or code in transient._transient_error_codes
+    throttled = getattr(standard.ThrottledRetryableChecker(), "_throttled_error_codes", [])
+    transient = getattr(standard.TransientRetryableChecker(), "_transient_error_codes", [])
+    return code in throttled or code in transient
