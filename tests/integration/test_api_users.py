@@ -54,19 +54,21 @@ def test_patch_merges_and_keeps_other_keys(api):
     assert cleared.body["quiet_hours"] is None
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"notification_frequency": "weekly"},
-        {"email_notifications": None},
-        {"quiet_hours": {"start": "25:00", "end": "07:00"}},
-        {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Nowhere/City"}},
-    ],
-)
-def test_invalid_preferences_are_422(api, body):
-    response = api.call("PATCH /users/me/notification-preferences", body=body)
-    assert response.status == 422
-    assert response.body["details"]
+INVALID_PREFERENCES = [
+    {"notification_frequency": "weekly"},
+    {"email_notifications": None},
+    {"quiet_hours": {"start": "25:00", "end": "07:00"}},
+    {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Nowhere/City"}},
+]
+
+
+def test_invalid_preferences_are_422_and_change_nothing(api):
+    before = api.call("GET /users/me/notification-preferences").body
+    for body in INVALID_PREFERENCES:
+        response = api.call("PATCH /users/me/notification-preferences", body=body)
+        assert response.status == 422, body
+        assert response.body["details"], body
+    assert api.call("GET /users/me/notification-preferences").body == before
 
 
 def test_explicit_route_for_self_and_me_alias(api):
