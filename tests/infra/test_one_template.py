@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jobtracker_local import gates
 from jobtracker_local.endpoint import moto_server
-from jobtracker_local.resources import LocalResources, aws_client, provision
+from jobtracker_local.resources import LocalResources, aws_client, local_parameters, provision
 from jobtracker_local.template import TEMPLATE_PATH, Template, load_template
 
 pytestmark = pytest.mark.infra
@@ -90,3 +90,16 @@ def test_provisioning_creates_exactly_the_templates_resources(
             if event["Type"] == "ScheduleV2":
                 schedule = schedules.get_schedule(Name=f"{fn}{event_id}", GroupName="default")
                 assert schedule["ScheduleExpression"] == event["Properties"]["ScheduleExpression"]
+
+
+@pytest.mark.parametrize(("tracing", "disabled"), [("true", "false"), ("false", "true")])
+def test_tracing_parameter_switches_powertools_tracer_in_every_function(tracing: str, disabled: str) -> None:
+    # Given the stack resolved with TracingEnabled set (the condition X-Ray's Tracing uses too)
+    resources = LocalResources(
+        load_template(), "http://127.0.0.1:9", parameters=local_parameters({"TracingEnabled": tracing})
+    )
+    # Then every function's Powertools Tracer follows it
+    for function_id in resources.template.functions():
+        assert resources.environment(function_id)["POWERTOOLS_TRACE_DISABLED"] == disabled
+    glob = resources.template.doc["Globals"]["Function"]
+    assert resources.resolve(glob["Tracing"]) == ("Active" if tracing == "true" else "PassThrough")
