@@ -93,7 +93,13 @@ class StatsRepository:
                 results[index] = False  # the same transition twice in one batch
             else:
                 first_of[marker] = index
-        for chunk in self._chunks(list(first_of.values()), deltas):
+        # Deltas of the same hour, owner and job share buckets: packed together, a chunk holds
+        # more transitions per merged update.
+        order = sorted(
+            first_of.values(),
+            key=lambda i: (Granularity.HOUR.label(deltas[i].at), deltas[i].owner_id, deltas[i].job_id),
+        )
+        for chunk in self._chunks(order, deltas):
             try:
                 outcomes = self._apply_chunk([deltas[i] for i in chunk])
             except (ClientError, TransientError) as exc:
