@@ -1,0 +1,141 @@
+"""The sweeper ends runs whose lease expired, and never overrides a run that finished meanwhile."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobtracker_common.lifecycle import success_changes
+from jobtracker_common.models import Run, RunStatus, Trigger
+from jobtracker_common.repositories import RunsRepository
+from tracker import sweeper
+from tracker.sweep import Sweeper
+
+from tests.conftest import FakeLambdaContext
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def add_run(runs: RunsRepository, run_id: str, status: RunStatus, lease_until: datetime, **extra: Any) -> Run:
+    started = lease_until - timedelta(minutes=6)
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "job_id": "job-1",
+        "job_name": "backup",
+        "job_type": "demo",
+        "owner_id": "alice",
+        "trigger": Trigger.SCHEDULE,
+        "status": status,
+        "queued_at": started,
+        "started_at": None if status is RunStatus.QUEUED else started,
+        "lease_until": lease_until,
+        **extra,
+    }
+    return runs.create(Run.model_validate(fields))
+
+
+def test_expired_running_lease_becomes_timed_out_with_a_clear_error(aws: Any) -> None:
+    # Given a running run (no attempts left) whose lease expired, and one whose lease is still valid
+    runs = RunsRepository(aws, "RunsTable")
+    expired_at = NOW - timedelta(minutes=1)
+    add_run(runs, "R-LOST", RunStatus.RUNNING, expired_at, retry={"max_attempts": 1})
+    add_run(runs, "R-ALIVE", RunStatus.RUNNING, NOW + timedelta(minutes=5))
+
+    # When the sweeper runs
+    report = Sweeper(runs, clock=lambda: NOW).sweep()
+
+    # Then only the expired one is timed_out, off the active index, with the reason spelled out
+    assert report.timed_out == ["R-LOST"]
+    lost = runs.get("R-LOST")
+    assert lost.status is RunStatus.TIMED_OUT
+    assert lost.error is not None and lost.error.type == "LeaseExpired"
+    assert lost.error.message.startswith(
+        "lease expired at 2026-03-10T11:59:00.000Z; the runner stopped reporting"
+    )
+    assert "crash, OOM or hard kill" in lost.error.message
+    assert lost.lease_until is None and lost.finished_at == NOW
+    assert runs.get("R-ALIVE").status is RunStatus.RUNNING
+    assert [r.run_id for r in runs.list_active()] == ["R-ALIVE"]
+
+
+def test_expired_running_lease_with_attempts_left_goes_to_retrying(aws: Any) -> None:
+    # Given a lost first attempt of a job that allows three
+    runs = RunsRepository(aws, "RunsTable")
+    add_run(runs, "R-RETRY", RunStatus.RUNNING, NOW - timedelta(seconds=1), retry={"max_attempts": 3})
+
+    # When the sweeper runs
+    report = Sweeper(runs, clock=lambda: NOW).sweep()
+
+    # Then the attempt failed like any timeout: retrying, with its next attempt time (the tracker
+    # schedules it from the stream record)
+    assert report.retrying == ["R-RETRY"]
+    run = runs.get("R-RETRY")
+    assert run.status is RunStatus.RETRYING
+    assert run.next_attempt_at is not None and run.next_attempt_at > NOW
+
+
+def test_queued_and_retrying_runs_past_their_lease_time_out(aws: Any) -> None:
+    # Given a queued run never picked up and a retry whose schedule never fired
+    runs = RunsRepository(aws, "RunsTable")
+    add_run(runs, "R-QUEUED", RunStatus.QUEUED, NOW - timedelta(minutes=1))
+    add_run(
+        runs,
+        "R-STUCK",
+        RunStatus.RETRYING,
+        NOW - timedelta(minutes=1),
+        next_attempt_at=NOW - timedelta(minutes=16),
+        error={"type": "Boom", "message": "device unreachable"},
+    )
+
+    # When the sweeper runs
+    report = Sweeper(runs, clock=lambda: NOW).sweep()
+
+    # Then both end timed_out, saying why
+    assert sorted(report.timed_out) == ["R-QUEUED", "R-STUCK"]
+    queued, stuck = runs.get("R-QUEUED"), runs.get("R-STUCK")
+    assert queued.status is stuck.status is RunStatus.TIMED_OUT
+    assert queued.error is not None and "queued but never started" in queued.error.message
+    assert stuck.error is not None and "retry attempt 2 never started" in stuck.error.message
+    assert "last error: device unreachable" in stuck.error.message
+
+
+class CompletingRuns(RunsRepository):
+    """The race: the runner finishes each run right after the sweeper's query returned it."""
+
+    def list_active(self, *, lease_before: datetime | None = None) -> list[Run]:
+        found = super().list_active(lease_before=lease_before)
+        for run in found:
+            super().transition(run, RunStatus.COMPLETED, **success_changes(run, NOW, {"message": "late"}))
+        return found
+
+
+def test_run_completing_between_query_and_update_keeps_completed(aws: Any) -> None:
+    # Given a run whose lease expired but whose runner completes it while the sweeper works
+    runs = CompletingRuns(aws, "RunsTable")
+    add_run(runs, "R-LATE", RunStatus.RUNNING, NOW - timedelta(minutes=1), retry={"max_attempts": 1})
+
+    # When the sweeper runs
+    report = Sweeper(runs, clock=lambda: NOW).sweep()
+
+    # Then its conditional write loses and the run keeps its real outcome
+    assert report.left_alone == ["R-LATE"]
+    assert report.timed_out == []
+    run = RunsRepository(aws, "RunsTable").get("R-LATE")
+    assert run.status is RunStatus.COMPLETED
+    assert run.result == {"message": "late"}
+
+
+def test_handler_sweeps_with_settings_from_the_environment(aws: Any) -> None:
+    # Given an expired run in the template's RunsTable (env set by the aws fixture)
+    runs = RunsRepository(aws, "RunsTable")
+    add_run(
+        runs, "R-OLD", RunStatus.RUNNING, datetime.now(UTC) - timedelta(minutes=1), retry={"max_attempts": 1}
+    )
+    sweeper.sweeper.cache_clear()
+
+    # When the scheduled event invokes the Lambda handler
+    result = sweeper.lambda_handler({}, FakeLambdaContext(name="SweeperFunction"))  # type: ignore[arg-type]
+
+    # Then it reports what it did
+    assert result["timed_out"] == ["R-OLD"]
+    sweeper.sweeper.cache_clear()
