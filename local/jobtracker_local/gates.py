@@ -572,7 +572,33 @@ def sam_build(path: Path = TEMPLATE) -> list[Finding]:
             output = result.stderr + result.stdout
             errors = [line for line in output.splitlines() if "Error" in line]
             return [Finding("sam-build", "build", str(path), "\n".join([*errors[-5:], output[-2000:]]))]
-    return []
+        architectures = (load(path).get("Globals", {}).get("Function", {}) or {}).get("Architectures") or [
+            "x86_64"
+        ]
+        return wrong_architecture(Path(work) / "build", str(architectures[0]))
+
+
+#: ELF e_machine values of the two Lambda architectures.
+ELF_MACHINE = {"arm64": 0xB7, "x86_64": 0x3E}
+
+
+def wrong_architecture(build_dir: Path, architecture: str) -> list[Finding]:
+    """Native extensions (pydantic-core, markupsafe...) built for another CPU than the functions run on.
+
+    pip on an x86_64 machine installs x86_64 wheels unless SAM asks for the target platform's; a
+    layer with the wrong pydantic-core imports fine in tests and fails in Lambda.
+    """
+    expected = ELF_MACHINE[architecture]
+    findings = []
+    for library in sorted(build_dir.rglob("*.so*")):
+        if not library.is_file():
+            continue
+        with library.open("rb") as binary:
+            header = binary.read(20)
+        if header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") != expected:
+            where = str(library.relative_to(build_dir))
+            findings.append(Finding("sam-build", "architecture", where, f"not built for {architecture}"))
+    return findings
 
 
 # ---- command line ----------------------------------------------------------------------------

@@ -98,3 +98,26 @@ def test_a_missing_code_folder_fails_the_build_gate_before_sam_runs(
     # When the sam-build gate runs, Then it names the function and the folder
     findings = gates.sam_build(path)
     assert [(f.rule, f.where) for f in findings] == [("code-uri", "TrackerFunction.CodeUri")]
+
+
+def elf(machine: int) -> bytes:
+    # The 20 bytes the check reads: magic, class/data/version, padding, e_type, e_machine.
+    return (
+        b"\x7fELF" + bytes([2, 1, 1]) + bytes(9) + (3).to_bytes(2, "little") + machine.to_bytes(2, "little")
+    )
+
+
+def test_build_gate_rejects_native_code_for_the_wrong_cpu(tmp_path: Path) -> None:
+    # Given a build with an arm64 pydantic-core and an x86_64 markupsafe
+    lib = tmp_path / "CommonLayer" / "python"
+    (lib / "pydantic_core").mkdir(parents=True)
+    (lib / "markupsafe").mkdir()
+    (lib / "pydantic_core" / "_pydantic_core.cpython-311-aarch64-linux-gnu.so").write_bytes(elf(0xB7))
+    (lib / "markupsafe" / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(elf(0x3E))
+    # When it is checked for arm64 functions, Then only the x86_64 library is reported
+    findings = gates.wrong_architecture(tmp_path, "arm64")
+    assert [f.where for f in findings] == [
+        "CommonLayer/python/markupsafe/_speedups.cpython-311-x86_64-linux-gnu.so"
+    ]
+    # And for x86_64 functions, the other one
+    assert len(gates.wrong_architecture(tmp_path, "x86_64")) == 1
