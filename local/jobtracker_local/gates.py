@@ -145,7 +145,10 @@ def policy(path: Path = TEMPLATE, region: str = REGION) -> list[Finding]:
 
 
 def policy_findings(doc: dict[str, Any], region: str = REGION) -> list[Finding]:
-    translated = translate(doc, region)
+    try:
+        translated = translate(doc, region)
+    except Exception as exc:  # IAM is checked on the translation: without one, the gate cannot pass
+        return [_find("transform", "template", _transform_message(exc))]
     checks: list[Callable[[dict[str, Any], dict[str, Any]], Iterator[Finding]]] = [
         _stream_consumers,
         _sqs_consumers,

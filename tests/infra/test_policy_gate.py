@@ -221,3 +221,11 @@ def test_translation_needs_no_account(monkeypatch: pytest.MonkeyPatch, template_
     kinds = {r["Type"] for r in translated["Resources"].values()}
     assert not any(k.startswith("AWS::Serverless::") for k in kinds)
     assert {"AWS::IAM::Role", "AWS::Lambda::EventSourceMapping", "AWS::ApiGatewayV2::Stage"} <= kinds
+
+
+def test_policy_gate_reports_a_template_sam_cannot_translate(broken_template: Callable[..., Path]) -> None:
+    # Given a stream event without its stream, When the policy gate runs, Then it fails with the reason
+    path = broken_template(lambda d: stream(d, "TrackerFunction").pop("Stream"))
+    findings = gates.policy(path)
+    assert [f.rule for f in findings] == ["transform"]
+    assert "Stream" in findings[0].message
