@@ -209,3 +209,19 @@ def test_base64_bodies_are_decoded_and_garbage_is_400(api):
     assert invoke(event).status == 400
     event["body"] = "%%% not base64 %%%"
     assert invoke(event).status == 400
+
+
+def test_json_python_would_accept_but_dynamodb_could_not_store_is_400(api):
+    # Lone surrogates cannot be UTF-8; NaN/Infinity are not JSON (Python's json accepts them)
+    assert api.call("POST /jobs", body='{"name": "\\ud800", "job_type": "demo"}').status == 400
+    assert (
+        api.call("POST /jobs", body='{"name": "x", "job_type": "demo", "timeout_seconds": NaN}').status == 400
+    )
+    assert api.call("GET /jobs").body["items"] == []
+
+
+def test_oversized_params_are_422(api):
+    params = {"url": "https://example.com", "headers": {"x-pad": "a" * 20_000}}
+    response = api.call("POST /jobs", body={"name": "x", "job_type": "http_check", "params": params})
+    assert response.status == 422
+    assert response.body["details"][0]["field"] == "params"

@@ -2,8 +2,7 @@
 
 Each WSGI request becomes the HTTP API v2 event API Gateway would send. Test-only "token":
 `Authorization: Bearer <sub>` stands for a token API Gateway verified for that subject with
-every scope (no header = no token, like a request the authorizer would have let through to a
-public route only).
+every scope (`Bearer admin:<sub>`: and `admin`). No header = no token, as on public routes.
 """
 
 from __future__ import annotations
@@ -49,7 +48,12 @@ def lambda_wsgi_app(environ: dict[str, Any], start_response: StartResponse) -> I
     raw_body = environ["wsgi.input"].read(length) if length else b""
     headers = _headers(environ)
     auth = headers.pop("authorization", "")
-    token = claims(auth.removeprefix("Bearer ").strip() or "anonymous", scopes=ALL_SCOPES) if auth else None
+    token = None
+    if auth:
+        subject = auth.removeprefix("Bearer ").strip() or "anonymous"
+        admin = subject.startswith("admin:")
+        scopes = (*ALL_SCOPES, "admin") if admin else ALL_SCOPES
+        token = claims(subject.removeprefix("admin:"), scopes=scopes)
 
     event = http_event(f"{method} {path}", headers=headers, token_claims=token)
     event["routeKey"] = "$default"

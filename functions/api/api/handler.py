@@ -7,6 +7,7 @@ that needs them (see `api.deps`).
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -23,7 +24,25 @@ from api.routes.common import CALLER
 
 logger = make_logger("api")
 
-app = APIGatewayHttpResolver(enable_validation=True)
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity (Python's extension) and no lone surrogates, which could
+    never be stored (DynamoDB wants valid UTF-8); both are malformed JSON (400), not a 500."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise
+        raise json.JSONDecodeError(str(exc), text if isinstance(text, str) else "", 0) from exc
+    return value
+
+
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=parse_json)
 
 
 def check_access(resolver: APIGatewayHttpResolver) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -22,6 +23,8 @@ from jobtracker_common.users import NotificationPreferences, User
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 _TZ = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+){0,2}$")
+
+MAX_PARAMS_BYTES = 16_384
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
@@ -54,6 +57,18 @@ class JobIn(StrictModel):
     subscribers: list[UserId] = Field(default_factory=list, max_length=50, description="User ids to notify.")
     target: str | None = Field(default=None, max_length=256, description="Free text, e.g. a device name.")
     retention_days: int = Field(default=90, ge=1, le=3_650)
+
+    @field_validator("params")
+    @classmethod
+    def _check_params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A job is one DynamoDB item (400 KB); params are configuration, not payload.
+        try:
+            size = len(json.dumps(value, allow_nan=False))
+        except ValueError as exc:
+            raise ValueError("params must be plain JSON (no NaN or Infinity)") from exc
+        if size > MAX_PARAMS_BYTES:
+            raise ValueError(f"params may be at most {MAX_PARAMS_BYTES} bytes of JSON")
+        return value
 
     @field_validator("timezone")
     @classmethod
