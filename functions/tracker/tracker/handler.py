@@ -52,6 +52,7 @@ def tracker() -> TransitionTracker:
 
 def handle(event: dict[str, Any], context: LambdaContext | None, target: TransitionTracker) -> dict[str, Any]:
     records = event.get("Records") or []
+    metrics.add_metric(name="StreamRecordsReceived", unit=MetricUnit.Count, value=len(records))
     # Statistics of the batch are written together first; Powertools then maps each record's
     # outcome to the partial batch response (an exception = a batch item failure).
     outcomes = {
