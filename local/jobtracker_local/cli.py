@@ -176,11 +176,16 @@ def _invoke(args: argparse.Namespace) -> int:
         ),
     )
     event = json.loads(args.event.read_text())
+    # Like `sam local invoke`: the function's logs go to stderr, its response alone to stdout.
+    # Handlers are imported inside invoke(), so their log handlers bind to stderr.
+    stdout, sys.stdout = sys.stdout, sys.stderr
     try:
         result = runtime.invoke(args.logical_id, event)
     except FunctionError as exc:
-        print(json.dumps(exc.payload(), indent=2))
+        print(json.dumps(exc.payload(), indent=2), file=stdout)
         return 1
+    finally:
+        sys.stdout = stdout
     print(json.dumps(result, indent=2, default=str))
     return 0
 

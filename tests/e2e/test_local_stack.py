@@ -153,3 +153,54 @@ def _reachable(url: str) -> bool:
     except requests.ConnectionError:
         return False
     return True
+
+
+def jobtracker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobtracker_local.cli", "local", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_cli_mints_tokens_the_gateway_accepts(stack):
+    state_dir = str(stack.log_path.parent)
+    admin = jobtracker(
+        "token",
+        "--sub",
+        "cli-admin",
+        "--email",
+        "admin@example.com",
+        "--scope",
+        "admin",
+        f"--state-dir={state_dir}",
+    )
+    reader = jobtracker("token", "--sub", "cli-reader", "--scope", "read:jobs", f"--state-dir={state_dir}")
+    assert admin.returncode == 0, admin.stderr
+
+    def get(path: str, token: str) -> int:
+        return requests.get(
+            stack.api_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).status_code
+
+    assert get("/users/me", admin.stdout.strip()) == 200
+    assert get("/job-logs/active", admin.stdout.strip()) == 200
+    assert get("/jobs", reader.stdout.strip()) == 200
+    assert get("/job-logs/active", reader.stdout.strip()) == 403
+
+
+def test_the_cli_invokes_a_function_against_the_running_stack(stack):
+    result = jobtracker(
+        "invoke",
+        "JobRunnerFunction",
+        "--event",
+        "events/job_runner/malformed.json",
+        f"--state-dir={stack.log_path.parent}",
+    )
+
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)  # logs went to stderr, like `sam local invoke`
+    assert response["ok"] is False
+    assert response["error"]["type"] == "ValidationError"
