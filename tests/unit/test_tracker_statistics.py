@@ -1,0 +1,187 @@
+"""Statistics math without AWS: histogram, percentiles, windows, what counts, transaction packing."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jobtracker_common.models import ErrorInfo, Run, RunStatus, Trigger
+from jobtracker_common.repositories.stats import MAX_TRANSACTION_ITEMS, StatsRepository
+from jobtracker_common.statistics import (
+    Counters,
+    Granularity,
+    StatisticsQuery,
+    StatsDelta,
+    aggregate,
+    bucket_keys,
+    delta_for,
+    histogram_index,
+    histogram_lower,
+    histogram_upper,
+    percentile,
+)
+from pydantic import ValidationError
+
+NOW = datetime(2026, 3, 10, 12, 34, 56, tzinfo=UTC)
+
+
+@given(st.integers(min_value=1, max_value=10**9))
+def test_every_duration_falls_inside_its_histogram_bucket(duration_ms: int) -> None:
+    index = histogram_index(duration_ms)
+    assert histogram_lower(index) <= duration_ms < histogram_upper(index)
+
+
+def test_histogram_buckets_are_at_most_19_percent_wide() -> None:
+    for index in range(1, 120):
+        assert histogram_upper(index) / histogram_lower(index) == pytest.approx(2**0.25)
+
+
+def test_percentiles_land_within_one_bucket_of_the_exact_value() -> None:
+    # Given 5,000 log-uniform durations folded into a histogram
+    rng = random.Random(3)
+    values = sorted(int(math.exp(rng.uniform(0, math.log(900_000)))) for _ in range(5_000))
+    counters = Counters()
+    for value in values:
+        counters.add_delta(make_delta(duration_ms=value))
+
+    # When p50/p95 are read back from the histogram
+    summary = counters.summary().duration
+
+    # Then each is within one bucket of the nearest-rank value
+    for q, reported in ((0.5, summary.p50_ms), (0.95, summary.p95_ms)):
+        exact = values[math.ceil(q * len(values)) - 1]
+        assert reported is not None
+        assert abs(histogram_index(round(reported)) - histogram_index(exact)) <= 1
+
+
+def test_percentile_is_clamped_to_the_exact_extremes() -> None:
+    assert percentile({10: 1}, 0.5, low=7, high=7) == 7
+    assert percentile({}, 0.5, low=None, high=None) is None
+
+
+def make_run(status: RunStatus, attempt: int = 1, **extra: object) -> Run:
+    return Run.model_validate(
+        {
+            "run_id": "R1",
+            "job_id": "J1",
+            "job_name": "backup",
+            "job_type": "demo",
+            "owner_id": "alice",
+            "trigger": Trigger.SCHEDULE,
+            "status": status,
+            "attempt": attempt,
+            "queued_at": NOW,
+            "started_at": NOW,
+            **extra,
+        }
+    )
+
+
+def make_delta(**changes: object) -> StatsDelta:
+    fields: dict[str, object] = {
+        "run_id": "R1",
+        "attempt": 1,
+        "status": RunStatus.COMPLETED,
+        "job_id": "J1",
+        "job_type": "demo",
+        "owner_id": "alice",
+        "at": NOW,
+        "duration_ms": 10,
+    }
+    fields.update(changes)
+    return StatsDelta(**fields)  # type: ignore[arg-type]
+
+
+def test_only_entering_a_terminal_status_or_retrying_counts() -> None:
+    running = make_run(RunStatus.RUNNING)
+    done = make_run(RunStatus.COMPLETED, finished_at=NOW, duration_ms=1500)
+    retrying = make_run(
+        RunStatus.RETRYING,
+        finished_at=NOW,
+        duration_ms=800,
+        error=ErrorInfo(type="x", message="y"),
+        next_attempt_at=NOW + timedelta(seconds=30),
+    )
+    assert delta_for(None, running) is None
+    assert delta_for(running, running) is None
+    assert delta_for(done, done) is None  # progress-only change of a finished run
+    counted = delta_for(running, done)
+    assert counted is not None and counted.duration_ms == 1500 and counted.at == NOW
+    retry = delta_for(running, retrying)
+    assert retry is not None and retry.status is RunStatus.RETRYING and retry.duration_ms is None
+    # A retry that fails again is a new transition (same status, next attempt)
+    assert (
+        delta_for(make_run(RunStatus.RUNNING, attempt=2), make_run(RunStatus.RETRYING, attempt=2)) is not None
+    )
+
+
+def test_one_transition_updates_hour_and_day_buckets_of_every_dimension() -> None:
+    keys = bucket_keys(make_delta())
+    assert len(keys) == 10
+    assert {(k.pk, k.sk) for k in keys} >= {
+        ("ALL#H", "2026-03-10T12#*"),
+        ("ALL#D", "2026-03-10#TYPE#demo"),
+        ("OWNER#alice#H", "2026-03-10T12#TYPE#demo"),
+        ("JOB#J1#D", "2026-03-10#*"),
+    }
+
+
+def test_day_week_month_windows_and_explicit_ranges() -> None:
+    granularity, labels = StatisticsQuery(time_period="day").window(NOW)
+    assert granularity is Granularity.HOUR and len(labels) == 24 and labels[-1] == "2026-03-10T12"
+    granularity, labels = StatisticsQuery(time_period="week").window(NOW)
+    assert granularity is Granularity.DAY and labels == [f"2026-03-{d:02d}" for d in range(4, 11)]
+    assert len(StatisticsQuery(time_period="month").window(NOW)[1]) == 30
+    explicit = StatisticsQuery.model_validate({"from": "2026-03-01T10:30:00Z", "to": "2026-03-01T13:00:00Z"})
+    assert explicit.window(NOW) == (Granularity.HOUR, ["2026-03-01T10", "2026-03-01T11", "2026-03-01T12"])
+    long = StatisticsQuery.model_validate({"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"})
+    granularity, labels = long.window(NOW)
+    assert granularity is Granularity.DAY and len(labels) == 31
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"from": "2026-03-01T00:00:00Z"},
+        {"from": "2026-03-02T00:00:00Z", "to": "2026-03-01T00:00:00Z"},
+        {"from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+        {"time_period": "day", "from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"},
+        {"time_period": "year"},
+        {"owner": "x"},
+    ],
+)
+def test_invalid_queries_are_rejected(fields: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        StatisticsQuery.model_validate(fields)
+
+
+def test_aggregate_matches_the_sum_of_single_transitions() -> None:
+    deltas = [make_delta(run_id=f"R{i}", duration_ms=10 * (i + 1)) for i in range(5)]
+    deltas.append(make_delta(run_id="R9", status=RunStatus.RETRYING, duration_ms=None))
+    buckets = aggregate(deltas)
+    overall = buckets[("ALL#H", "2026-03-10T12#*")].counters
+    assert overall.counts[RunStatus.COMPLETED] == 5 and overall.retries == 1
+    assert (overall.duration_min, overall.duration_max, overall.duration_sum) == (10, 50, 150)
+    assert buckets[("JOB#J1#D", "2026-03-10#*")].owner_id == "alice"
+
+
+def test_a_batch_is_packed_into_transactions_of_at_most_100_items() -> None:
+    # Given 300 transitions spread over many jobs and hours
+    deltas = [
+        make_delta(run_id=f"R{i}", job_id=f"J{i % 40}", owner_id=f"o{i % 7}", at=NOW + timedelta(hours=i % 5))
+        for i in range(300)
+    ]
+    repository = StatsRepository(None, "StatsTable")  # type: ignore[arg-type]
+
+    # When they are chunked
+    chunks = repository._chunks(list(range(300)), deltas)
+
+    # Then every transition is in exactly one chunk and no transaction exceeds the limit
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(300))
+    for chunk in chunks:
+        keys = {(k.pk, k.sk) for i in chunk for k in bucket_keys(deltas[i])}
+        assert len(chunk) + len(keys) <= MAX_TRANSACTION_ITEMS
