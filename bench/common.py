@@ -366,6 +366,7 @@ class ErrorInjector:
         json_protocol: bool = True,
         operations: frozenset[str] | None = None,
         seed: int = 7,
+        after_apply: bool = False,
     ) -> None:
         self.client = client
         self.rate = rate
@@ -377,6 +378,9 @@ class ErrorInjector:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._json = json_protocol
+        #: True: the request still reaches the service (applied), only its answer is replaced, as
+        #: when a response is lost after DynamoDB wrote (timeout, dropped connection).
+        self._after_apply = after_apply
         self._event = f"before-send.{client.meta.service_model.service_id.hyphenize()}"
         client.meta.events.register_first(self._event, self._maybe_fail)
 
@@ -397,7 +401,8 @@ class ErrorInjector:
         # the first response; moto's in-process stubber runs after this one and would still
         # apply the request. A URL it does not serve makes it pass, as a throttled request
         # never reaches the table.
-        request.url = "http://fault-injected.invalid/"
+        if not self._after_apply:
+            request.url = "http://fault-injected.invalid/"
         content_type = "application/x-amz-json-1.0" if self._json else "application/json"
         headers = {"Content-Type": content_type, "x-amzn-RequestId": "injected", "x-amzn-ErrorType": ""}
         error_type = json.loads(self.body).get("__type", "")
