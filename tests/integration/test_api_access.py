@@ -163,9 +163,10 @@ def test_authorization_is_decided_before_validation(api):
 
 
 def test_unknown_route_is_a_json_404(api):
-    response = api.call("GET /nothing-here")
-    assert response.status == 404
-    assert response.body == {"message": "no such route", "details": []}
+    for query in (None, {"x": "1"}):
+        response = api.call("GET /nothing-here", query=query)
+        assert response.status == 404
+        assert response.body == {"message": "no such route", "details": []}
 
 
 def test_token_without_subject_is_401(api):

@@ -68,7 +68,10 @@ def reject_unknown_query(resolver: APIGatewayHttpResolver, next_middleware: Next
     """Unknown query parameters are rejected like unknown body fields: a typo (`stauts=failed`)
     must not silently widen a listing."""
     route = resolver.context.get("_route")
-    dependant = getattr(route, "dependant", None)
+    # Only this package's routes declare their parameters; the resolver's own not-found route
+    # (unknown path) must stay a 404 whatever the query.
+    ours = getattr(getattr(route, "func", None), "__module__", "").startswith("api.")
+    dependant = getattr(route, "dependant", None) if ours else None
     if dependant is not None:
         allowed = {param.alias for param in dependant.query_params}
         given = resolver.current_event.query_string_parameters or {}

@@ -21,6 +21,7 @@ from jobtracker_common.errors import (
 from jobtracker_common.ids import new_id
 from jobtracker_common.lifecycle import QUEUE_LEASE
 from jobtracker_common.models import ErrorInfo, Job, LogEntry, Run, RunStatus, Trigger
+from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories.runs import DAY_INDEX, JOB_INDEX, OWNER_INDEX, RunsRepository
 from jobtracker_common.schedules import parse_schedule
 from jobtracker_common.statistics import StatisticsQuery, StatisticsResult, query_statistics
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from jobtracker_common.repositories.stats import StatsRepository
     from jobtracker_common.schedules import ScheduleService
     from mypy_boto3_lambda import LambdaClient
+
+logger = make_logger("api")
 
 #: How far back an admin's unfiltered run listing walks day by day unless `from` says otherwise.
 DEFAULT_ADMIN_WINDOW = timedelta(days=30)
@@ -85,8 +88,14 @@ class JobsService:
         if not job.schedule or not job.enabled:
             return []
         expression = parse_schedule(job.schedule, job.timezone)
-        # Scheduler counts rate() from when the schedule was created.
-        return expression.next_fire_times(self.clock(), count, anchor=job.created_at)
+        try:
+            # Scheduler counts rate() from when the schedule was created.
+            return expression.next_fire_times(self.clock(), count, anchor=job.created_at)
+        except (ValueError, AttributeError, OverflowError) as exc:
+            # pyawscron cannot evaluate some valid expressions (e.g. 29 February, past years);
+            # Scheduler still can, so the job stands and only the preview is missing.
+            logger.warning("next fire times unavailable", extra={"schedule": job.schedule, "error": str(exc)})
+            return []
 
     def _visible(self, caller: Caller, job_id: str) -> Job:
         job = self.jobs.get(job_id)

@@ -29,6 +29,8 @@ _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+#: Bounds the timedelta arithmetic (a rate of 10**11 days overflows it).
+_MAX_RATE_SECONDS = 10 * 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> ScheduleExpression
         value, unit = int(m.group(1)), m.group(2).rstrip("s")
         if value < 1:
             raise ValidationError(f"{expression}: rate value must be a positive whole number")
+        if value * _UNIT_SECONDS[unit] > _MAX_RATE_SECONDS:
+            raise ValidationError(f"{expression}: rate is longer than ten years; use at(...) or cron(...)")
         if (value == 1) != (m.group(2) == unit):
             raise ValidationError(f"{expression}: use '{unit}' for 1 and '{unit}s' for more (AWS rule)")
         return ScheduleExpression(
@@ -106,7 +110,11 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> ScheduleExpression
             raise ValidationError(f"{expression}: {exc}") from exc
         return ScheduleExpression("cron", expression, timezone, cron=body)
     if m := _AT.match(expression):
-        return ScheduleExpression("at", expression, timezone, at=datetime.fromisoformat(m.group(1)))
+        try:
+            at = datetime.fromisoformat(m.group(1))
+        except ValueError as exc:
+            raise ValidationError(f"{expression}: not a real date and time ({exc})") from exc
+        return ScheduleExpression("at", expression, timezone, at=at)
     raise ValidationError(
         f"{expression!r} is not an AWS schedule expression: use rate(5 minutes), "
         "cron(0 2 * * ? *) (six fields) or at(2030-01-01T00:00:00)"
