@@ -142,6 +142,14 @@ def test_the_stack_runs_against_an_existing_endpoint(tmp_path):
                 "lambda", endpoint_url=stack.state["lambda"], region_name="us-east-1"
             ).invoke(FunctionName="JobRunnerFunction", Payload=b'{"kind": "nonsense"}')
             assert json.loads(response["Payload"].read())["ok"] is False
+            # And mail sent through that endpoint reaches the outbox
+            boto3.client("sesv2", endpoint_url=url, region_name="us-east-1").send_email(
+                FromEmailAddress="jobs@example.com",
+                Destination={"ToAddresses": ["external@example.com"]},
+                Content={"Simple": {"Subject": {"Data": "hello"}, "Body": {"Text": {"Data": "from afar"}}}},
+            )
+            (email,) = eventually(lambda: stack.emails_to("external@example.com"), timeout=30)
+            assert email["Subject"] == "hello"
     finally:
         endpoint.terminate()
         endpoint.wait(timeout=10)
