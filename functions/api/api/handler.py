@@ -12,6 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobtracker_common.errors import ValidationError
 from jobtracker_common.observability import logger as make_logger
@@ -121,6 +122,6 @@ def normalize(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, **changes} if changes else event
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(normalize(event), context)
