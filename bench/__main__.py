@@ -10,6 +10,8 @@ the table and the JSON, not a crash (use --strict to fail on it).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import sys
@@ -70,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"... {name}", file=sys.stderr, flush=True)
         try:
-            got = benches[name]()
+            # Powertools' EMF auto-flush (every 100 metrics) prints even when metrics are
+            # disabled; the handlers' stdout is not the table's.
+            with contextlib.redirect_stdout(io.StringIO()):
+                got = benches[name]()
         except Exception as exc:
             crashed = True
             traceback.print_exc()

@@ -109,6 +109,9 @@ class CallLog:
     items_read: int = 0
     items_written: int = 0
     moto_capacity: float = 0.0
+    #: Seconds spent inside API calls (before-call to after-call): the service's share of a
+    #: measured time, which on moto says nothing about DynamoDB.
+    call_seconds: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     params: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,6 +127,7 @@ class CallLog:
             self.params.clear()
             self.items_read = self.items_written = 0
             self.moto_capacity = 0.0
+            self.call_seconds = 0.0
 
 
 class CallCounter:
@@ -135,7 +139,9 @@ class CallCounter:
         self._keep = keep_params
         self._capacity = capacity
         service = client.meta.service_model.service_id.hyphenize()
+        self._started = threading.local()
         self._hooks: list[tuple[str, Callable[..., Any]]] = [
+            (f"before-call.{service}", self._before_call),
             (f"after-call.{service}", self._after_call),
             (f"before-send.{service}", self._before_send),
         ]
@@ -157,6 +163,9 @@ class CallCounter:
         if "ReturnConsumedCapacity" in model.input_shape.members:
             params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
+    def _before_call(self, **_: Any) -> None:
+        self._started.at = time.perf_counter()
+
     def _before_send(self, event_name: str, **_: Any) -> None:
         op = event_name.rsplit(".", 1)[-1]
         with self.log._lock:
@@ -164,7 +173,9 @@ class CallCounter:
 
     def _after_call(self, parsed: dict[str, Any], model: Any, **kwargs: Any) -> None:
         op = model.name
+        elapsed = time.perf_counter() - getattr(self._started, "at", time.perf_counter())
         with self.log._lock:
+            self.log.call_seconds += elapsed
             self.log.calls[op] += 1
             if error := parsed.get("Error", {}).get("Code"):
                 self.log.errors[error] += 1

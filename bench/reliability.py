@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
 import threading
 import time
@@ -773,7 +774,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMALL if args.small else FULL
     outcomes = []
     for name in args.only or list(SCENARIOS):
-        outcome = run_scenario(name, sizes)
+        # Powertools' EMF auto-flush prints even with metrics disabled; keep stdout for the table.
+        with contextlib.redirect_stdout(io.StringIO()):
+            outcome = run_scenario(name, sizes)
         outcomes.append(outcome)
         print(
             f"  {outcome.status}  {outcome.scenario} ({outcome.seconds:.1f} s)", file=sys.stderr, flush=True

@@ -97,7 +97,7 @@ def _seed_way(client: Any, owner: str, first_run_id: str) -> tuple[int, Counter[
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def measure(history: int = 100_000, repeats: int = 5) -> list[Row]:
+def measure(history: int = 100_000, repeats: int = 9) -> list[Row]:
     """Both sizes live in the same tables as two owners, and the owner-scoped month query is
     timed for each: moto's Query walks the whole table whatever the key (DynamoDB does not),
     so sharing the tables gives both sides the same moto overhead, and what differs is only
@@ -130,12 +130,15 @@ def measure(history: int = 100_000, repeats: int = 5) -> list[Row]:
         reads: dict[str, int] = {}
         totals: dict[str, int] = {}
         times: dict[str, list[float]] = {label: [] for label in sizes}
+        own: dict[str, list[float]] = {label: [] for label in sizes}
         for _ in range(repeats):  # interleaved: load drift hits both sizes alike
             for label in sizes:
                 with counting(client) as calls:
                     started = time.perf_counter()
                     result = query_statistics(repo, queries[label], now=now)
-                    times[label].append(time.perf_counter() - started)
+                    elapsed = time.perf_counter() - started
+                times[label].append(elapsed)
+                own[label].append(elapsed - calls.call_seconds)
                 reads[label] = calls.items_read
                 totals[label] = result.totals.total
         _, labels = queries["small"].window(now)
@@ -161,7 +164,8 @@ def measure(history: int = 100_000, repeats: int = 5) -> list[Row]:
         seed_complete = sum(counts.values()) == SMALL
 
     small_t, large_t = median(times["small"]), median(times["large"])
-    ratio = large_t / small_t
+    small_own, large_own = median(own["small"]), median(own["large"])
+    ratio = large_own / small_own
     exact = totals["small"] == SMALL and totals["large"] == history
     return [
         Row(
@@ -175,14 +179,24 @@ def measure(history: int = 100_000, repeats: int = 5) -> list[Row]:
             f"built in {build['large']:.0f} s",
         ),
         Row(
-            f"statistics: time ratio, month query at {history:,} vs {SMALL:,} runs",
+            f"statistics: time ratio, month query at {history:,} vs {SMALL:,} runs (product side)",
             round(ratio, 2),
             "x",
             f"<= {TARGET_RATIO}x",
             ratio <= TARGET_RATIO,
-            f"median of {repeats}: {large_t * 1000:.1f} ms vs {small_t * 1000:.1f} ms (same tables: moto's "
-            f"whole-table walk weighs on both alike); bytes read {read_bytes['large'] / 1024:.0f} KB vs "
-            f"{read_bytes['small'] / 1024:.0f} KB: duration histograms fill up, to a fixed number of bins",
+            f"median of {repeats}: {large_own * 1000:.1f} ms vs {small_own * 1000:.1f} ms in "
+            "query_statistics outside the DynamoDB call; DynamoDB side: same 120 items, "
+            f"{read_bytes['large'] / 1024:.0f} KB vs {read_bytes['small'] / 1024:.0f} KB "
+            "(histograms fill up, to a fixed number of bins)",
+        ),
+        Row(
+            "statistics: time ratio including moto's answer",
+            round(large_t / small_t, 2),
+            "x",
+            "informational",
+            None,
+            f"{large_t * 1000:.0f} ms vs {small_t * 1000:.0f} ms; moto walks the whole table per Query "
+            "(both sizes share it), so this is mostly moto and machine noise",
         ),
         Row(
             f"statistics, seed's approach: items read for a month at {SMALL:,} / {history:,} runs",
