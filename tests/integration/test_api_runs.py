@@ -244,3 +244,25 @@ def test_delete_active_run_is_409(api):
 
 def test_unknown_run_is_404(api):
     assert api.call("GET /job-logs/{run_id}", path_params={"run_id": "01" + "A" * 24}).status == 404
+
+
+def test_cancel_decides_again_when_the_run_moves_meanwhile(api):
+    # Given a queued run that the runner claims right after the API read it
+    run = make_run(api.services.runs, status=RunStatus.QUEUED)
+    real_get = api.services.runs.get
+    moved = []
+
+    def get_then_claim(run_id):
+        current = real_get(run_id)
+        if not moved:
+            moved.append(
+                api.services.runs.transition(current, RunStatus.RUNNING, started_at=current.queued_at)
+            )
+        return current
+
+    api.services.runs.get = get_then_claim
+    # When the owner cancels
+    response = api.call("POST /job-logs/{run_id}/cancel", path_params={"run_id": run.run_id})
+    # Then the API sees it is running now and asks it to stop instead
+    assert response.status == 202
+    assert api.services.runs.is_cancel_requested(run.run_id)

@@ -335,25 +335,36 @@ class RunsService:
                 return out, cursors.wrap({"day": day.isoformat(), "c": None}) if more else None
         return out, None
 
-    def cancel(self, caller: Caller, run_id: str) -> Run:
-        """queued/retrying -> canceled now; running -> asked to stop at its next checkpoint."""
-        run = self.get(caller, run_id)
-        if run.status is RunStatus.RUNNING:
-            self.runs.request_cancel(run.run_id)
-            return run.model_copy(update={"cancel_requested": True})
-        if run.status.is_terminal:
-            raise ConflictError(f"run {run_id} is already {run.status.value}")
-        canceled = self.runs.transition(
-            run,
-            RunStatus.CANCELED,
-            finished_at=self.clock(),
-            lease_until=None,
-            next_attempt_at=None,
-            cancel_requested=True,
-        )
-        if run.status is RunStatus.RETRYING:
-            self.schedules.delete_retry_schedule(run.run_id, run.attempt + 1)
-        return canceled
+    def cancel(self, caller: Caller, run_id: str, *, attempts: int = 3) -> Run:
+        """queued/retrying -> canceled now; running -> asked to stop at its next checkpoint.
+
+        The run may move while we decide (the runner claims a queued run, a retry starts):
+        a lost conditional write re-reads the run and decides again.
+        """
+        for attempt in range(attempts):
+            run = self.get(caller, run_id)
+            if run.status.is_terminal:
+                raise ConflictError(f"run {run_id} is already {run.status.value}")
+            try:
+                if run.status is RunStatus.RUNNING:
+                    self.runs.request_cancel(run.run_id)
+                    return run.model_copy(update={"cancel_requested": True})
+                canceled = self.runs.transition(
+                    run,
+                    RunStatus.CANCELED,
+                    finished_at=self.clock(),
+                    lease_until=None,
+                    next_attempt_at=None,
+                    cancel_requested=True,
+                )
+            except ConflictError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            if run.status is RunStatus.RETRYING:
+                self.schedules.delete_retry_schedule(run.run_id, run.attempt + 1)
+            return canceled
+        raise ConflictError(f"run {run_id} kept changing; retry")  # pragma: no cover - loop returns
 
     def delete(self, caller: Caller, run_id: str) -> None:
         self.runs.delete(self.get(caller, run_id))
