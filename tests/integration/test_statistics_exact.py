@@ -19,11 +19,11 @@ from tests.support.moto_transactions import fast_transactions
 from tests.support.streams import matching, stream_record
 from tests.support.tracker import deliver, make_tracker, tracker_patterns
 
-#: Fixed, so the window is stable: runs of 2 hours, well inside the last day before NOW.
+#: Fixed, so the window is stable: runs of two hours, well inside the last day before NOW.
 NOW = datetime(2026, 3, 10, 20, 30, tzinfo=UTC)
 START = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
 OWNERS = ["alice", "bob", "carol"]
-JOBS = [(f"job-{n}", OWNERS[n % 3], "demo" if n % 2 else "http_check") for n in range(6)]
+JOBS = [(f"job-{n}", OWNERS[n % 3], "demo" if n % 2 else "http_check") for n in range(4)]
 OUTCOMES = [RunStatus.COMPLETED] * 6 + [RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELED]
 
 
@@ -72,7 +72,7 @@ def simulate(history: RunHistory, count: int, rng: random.Random) -> list[Truth]
     truths = []
     for n in range(count):
         job_id, owner, job_type = rng.choice(JOBS)
-        started = START + timedelta(seconds=rng.uniform(0, 2 * 3600))
+        started = START + timedelta(seconds=rng.uniform(0, 1.5 * 3600))
         run = history.start(
             Run(
                 run_id=f"R{n:05d}",

@@ -134,7 +134,7 @@ def test_handler_sweeps_with_settings_from_the_environment(aws: Any) -> None:
     sweeper.sweeper.cache_clear()
 
     # When the scheduled event invokes the Lambda handler
-    result = sweeper.lambda_handler({}, FakeLambdaContext(name="SweeperFunction"))  # type: ignore[arg-type]
+    result = sweeper.lambda_handler({}, FakeLambdaContext(name="SweeperFunction"))
 
     # Then it reports what it did
     assert result["timed_out"] == ["R-OLD"]

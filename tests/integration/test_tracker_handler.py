@@ -36,7 +36,8 @@ def env(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def invoke(event: dict[str, Any]) -> dict[str, Any]:
-    return handler.lambda_handler(event, FakeLambdaContext(name="TrackerFunction"))  # type: ignore[arg-type]
+    response: dict[str, Any] = handler.lambda_handler(event, FakeLambdaContext(name="TrackerFunction"))
+    return response
 
 
 def day_stats(aws: Any) -> Any:

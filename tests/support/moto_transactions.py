@@ -88,8 +88,8 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
                     table_name,
                     key,
                     update_expression=op["UpdateExpression"],
-                    expression_attribute_names=op.get("ExpressionAttributeNames"),
-                    expression_attribute_values=op.get("ExpressionAttributeValues"),
+                    expression_attribute_names=op.get("ExpressionAttributeNames") or {},
+                    expression_attribute_values=op.get("ExpressionAttributeValues") or {},
                 )
         except Exception as exc:
             for name, touched, original in reversed(applied):

@@ -43,7 +43,7 @@ class StreamTail:
                 response = self._streams.get_records(ShardIterator=iterator, Limit=1000)
                 records = response.get("Records", [])
                 self._iterators[shard_id] = response.get("NextShardIterator")
-                out.extend(self._lambda_record(r) for r in records)
+                out.extend(self._lambda_record(dict(r)) for r in records)
                 if len(records) < 1000:
                     break
         return out

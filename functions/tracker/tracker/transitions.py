@@ -86,8 +86,8 @@ class TransitionTracker:
         return result
 
     def handle_batch(self, records: list[Mapping[str, Any]]) -> list[RecordOutcome | Exception]:
-        """Outcome or error per record, in order. Statistics of the whole batch are written
-        together (merged bucket updates); retries and last-run updates per record."""
+        """Outcome or error per record, in order. Retry schedules per record; the job's last
+        run once per job; statistics of the whole batch together (merged bucket updates)."""
         parsed: list[tuple[Run | None, Run, StatsDelta | None] | Exception | None] = []
         for record in records:
             if record.get("eventName") == "REMOVE":
@@ -106,8 +106,9 @@ class TransitionTracker:
         # follow-ups (retry schedule, job's last run) ran BEFORE it was counted. So replays
         # cost one read, and a delivery that failed half-way redoes only what is missing.
         done = iter(self._stats.already_counted(deltas))
-        outcomes: list[RecordOutcome | Exception | None] = []
+        outcomes: list[RecordOutcome | Exception] = []
         to_count: list[tuple[int, StatsDelta]] = []
+        latest: dict[str, Run] = {}
         for item in parsed:
             if item is None or isinstance(item, Exception):
                 outcomes.append(item or RecordOutcome(run_id=None))
@@ -119,30 +120,43 @@ class TransitionTracker:
                 outcomes.append(RecordOutcome(run_id=new.run_id, status=new.status.value, counted=False))
             else:
                 try:
-                    outcomes.append(self._follow_up(new))
-                    to_count.append((len(outcomes) - 1, delta))
+                    scheduled = self._schedule_retry(new) if new.status is RunStatus.RETRYING else None
                 except (JobTrackerError, ClientError) as exc:
                     outcomes.append(exc)
-        counted = self._stats.apply_many([delta for _, delta in to_count])
-        for (position, _delta), result in zip(to_count, counted, strict=True):
+                    continue
+                outcomes.append(
+                    RecordOutcome(run_id=new.run_id, status=new.status.value, scheduled=scheduled)
+                )
+                to_count.append((len(outcomes) - 1, delta))
+                if new.status.is_terminal and (
+                    new.job_id not in latest or new.run_id > latest[new.job_id].run_id
+                ):
+                    latest[new.job_id] = new
+        # Only a job's newest run of the batch can become its last run: one write per job.
+        recorded: dict[str, bool | Exception] = {}
+        for job_id, run in latest.items():
+            try:
+                recorded[job_id] = self._jobs.record_last_run(job_id, run.run_id, run.status)
+            except (JobTrackerError, ClientError) as exc:
+                recorded[job_id] = exc
+        countable: list[tuple[int, StatsDelta]] = []
+        for position, delta in to_count:
+            result = recorded.get(delta.job_id) if delta.status.is_terminal else None
+            if isinstance(result, Exception):
+                outcomes[position] = result
+            else:
+                previous = outcomes[position]
+                assert isinstance(previous, RecordOutcome)
+                outcomes[position] = replace(previous, last_run_recorded=result)
+                countable.append((position, delta))
+        counted = self._stats.apply_many([delta for _, delta in countable])
+        for (position, _delta), outcome in zip(countable, counted, strict=True):
             previous = outcomes[position]
             assert isinstance(previous, RecordOutcome)
             outcomes[position] = (
-                result if isinstance(result, Exception) else replace(previous, counted=result)
+                outcome if isinstance(outcome, Exception) else replace(previous, counted=outcome)
             )
-        return [o for o in outcomes if o is not None]
-
-    def _follow_up(self, new: Run) -> RecordOutcome:
-        scheduled = self._schedule_retry(new) if new.status is RunStatus.RETRYING else None
-        recorded = (
-            self._jobs.record_last_run(new.job_id, new.run_id, new.status) if new.status.is_terminal else None
-        )
-        return RecordOutcome(
-            run_id=new.run_id,
-            status=new.status.value,
-            scheduled=scheduled,
-            last_run_recorded=recorded,
-        )
+        return outcomes
 
     def _schedule_retry(self, run: Run) -> bool:
         if run.next_attempt_at is None:
