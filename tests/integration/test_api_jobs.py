@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from jobtracker_common.models import RunStatus
 
 from tests.support.http import ALL_SCOPES, GROUP, RUNNER_ARN, FakeClock, api_harness
 
@@ -284,6 +285,19 @@ def test_invoke_failure_fails_the_run_and_is_503(api):
     runs = api.call("GET /job-logs", query={"job_id": job["job_id"]}).body["items"]
     assert [(r["status"], r["error"]["type"]) for r in runs] == [("failed", "InvokeFailed")]
     assert api.call("GET /job-logs/active").body["items"] == []
+    assert "new Idempotency-Key" in response.message
+
+
+def test_repeated_key_reports_the_runs_current_status(api):
+    job = create(api)
+    path = {"job_id": job["job_id"]}
+    first = api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "k"})
+    run = api.services.runs.get(first.body["run_id"])
+    api.services.runs.transition(run, RunStatus.CANCELED)
+    again = api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "k"})
+    assert again.status == 202
+    assert again.body == {"run_id": run.run_id, "status": "canceled"}
+    assert len(api.invoker.payloads) == 1  # nothing left to start
 
 
 def test_schedule_the_preview_cannot_evaluate_is_still_created(api):

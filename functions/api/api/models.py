@@ -111,7 +111,7 @@ class JobList(BaseModel):
 
 class RunAccepted(BaseModel):
     run_id: str
-    status: RunStatus = RunStatus.QUEUED
+    status: RunStatus = Field(description="`queued`; a repeated Idempotency-Key shows that run's status now.")
 
 
 # ---- runs --------------------------------------------------------------------------------

@@ -190,8 +190,11 @@ class JobsService:
                 job_id=job.job_id, expression=job.schedule, timezone=job.timezone, enabled=job.enabled
             )
 
-    def run_now(self, caller: Caller, job_id: str, idempotency_key: str | None) -> str:
-        """Create the queued run (once per idempotency key) and start the runner asynchronously."""
+    def run_now(self, caller: Caller, job_id: str, idempotency_key: str | None) -> Run:
+        """Create the queued run (once per idempotency key) and start the runner asynchronously.
+
+        A repeated key answers with the run the first request created, as it is now.
+        """
         job = self._visible(caller, job_id)
         now = self.clock()
         request_id = idempotency_key or new_id(now)
@@ -223,7 +226,7 @@ class JobsService:
             # queued run once) and covers a first attempt whose invoke was lost.
             run = self.runs.get(dup.existing_id)
             if run.status is not RunStatus.QUEUED:
-                return run.run_id
+                return run
         payload = {
             "kind": "manual",
             "job_id": job.job_id,
@@ -240,10 +243,9 @@ class JobsService:
                 self.runs.transition(
                     run, RunStatus.FAILED, finished_at=self.clock(), lease_until=None, error=error
                 )
-            raise TransientError(
-                "the runner could not be started; retry with the same Idempotency-Key"
-            ) from exc
-        return run.run_id
+            # The run is recorded as failed, so the same key would only return that failure.
+            raise TransientError("the runner could not be started; retry with a new Idempotency-Key") from exc
+        return run
 
 
 # ---- runs --------------------------------------------------------------------------------

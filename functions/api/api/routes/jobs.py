@@ -101,9 +101,9 @@ def run_job(
         ),
     ] = None,
 ) -> Response[RunAccepted]:
-    run_id = services().jobs_service.run_now(caller(router), job_id, idempotency_key)
+    run = services().jobs_service.run_now(caller(router), job_id, idempotency_key)
     return Response(
         status_code=202,
         content_type=content_types.APPLICATION_JSON,
-        body=RunAccepted(run_id=run_id),
+        body=RunAccepted(run_id=run.run_id, status=run.status),
     )
