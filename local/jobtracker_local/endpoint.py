@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -73,7 +75,11 @@ class ThreadedServer:
 
         self._server = make_server(self._host, self._port, self._app, threaded=True, request_handler=Quiet)
         self._server.daemon_threads = True  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, name=self._name, daemon=True)
+        server = self._server
+        # A short poll makes stop() (and Ctrl-C) return promptly.
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), name=self._name, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -110,6 +116,24 @@ def moto_app(front: WSGIApp | None = None) -> WSGIApp:
         return backend(environ, start_response)
 
     return app
+
+
+@contextmanager
+def fresh_moto(host: str = "127.0.0.1", port: int = 0) -> Iterator[ThreadedServer]:
+    """An in-process moto server whose backends are empty before and after (tests, benchmarks).
+
+    moto's backends are process-wide, so a server started in a process that already used moto
+    would otherwise see that process's resources.
+    """
+    server = moto_server(host, port)
+    server.start()
+    reset = urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")  # noqa: S310 (loopback)
+    try:
+        urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310 (loopback URL built here)
+        yield server
+    finally:
+        urllib.request.urlopen(reset, timeout=10).close()  # noqa: S310
+        server.stop()
 
 
 def moto_server(host: str, port: int, front: WSGIApp | None = None) -> ThreadedServer:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import boto3
@@ -39,16 +41,30 @@ def local_parameters(overrides: Mapping[str, str] | None = None) -> dict[str, An
     return params
 
 
+_client_lock = threading.Lock()
+_session: list[boto3.session.Session] = []
+
+
+@cache
 def aws_client(service: str, endpoint: str, region: str = REGION) -> Any:
-    """A client for the local endpoint; local credentials never reach a real account."""
-    return boto3.session.Session().client(  # type: ignore[call-overload]
-        service,
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (not a secret: the local endpoint's fixed key)
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30),
-    )
+    """A client for the local endpoint; local credentials never reach a real account.
+
+    Cached per (service, endpoint, region) on one session: loading a service model costs
+    ~0.5 s, and clients are thread-safe once made (making them is not, hence the lock).
+    """
+    with _client_lock:
+        if not _session:
+            _session.append(boto3.session.Session())
+        return _session[0].client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 (not a secret: the local endpoint's fixed key)
+            config=Config(
+                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30
+            ),
+        )
 
 
 @dataclass

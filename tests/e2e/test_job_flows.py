@@ -68,6 +68,17 @@ def completed_runs(user: Session) -> int:
     return int(response.json()["totals"]["by_status"].get("completed", 0))
 
 
+def times_by_attempt(
+    entries: list[dict[str, Any]], text: str, category: str | None = None
+) -> dict[int, datetime]:
+    """When the log entry containing `text` was written, per attempt."""
+    return {
+        e["attempt"]: datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+        for e in entries
+        if text in e["message"] and category in (None, e["category"])
+    }
+
+
 def test_a_manual_run_is_active_then_finishes_counts_and_emails_once(stack, user):
     # Given a signed-in user with a job that takes a few seconds
     assert user.get("/users/me").status_code == 200
@@ -114,16 +125,8 @@ def test_a_failing_job_is_retried_with_backoff_then_fails_for_good(stack, user):
     assert run["status"] == "failed"
     assert run["attempt"] == 3
     entries = user.get(f"/job-logs/{run_id}/entries", params={"limit": 200}).json()["items"]
-    starts = {
-        e["attempt"]: datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
-        for e in entries
-        if "started" in e["message"] and e["category"] == "runner"
-    }
-    ends = {
-        e["attempt"]: datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
-        for e in entries
-        if "attempt failed" in e["message"]
-    }
+    starts = times_by_attempt(entries, "started", category="runner")
+    ends = times_by_attempt(entries, "attempt failed")
     assert sorted(starts) == [1, 2, 3]
     # And each retry waited for its backoff (retry schedules have whole-second precision)
     assert (starts[2] - ends[1]).total_seconds() >= 0

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
-from jobtracker_local.endpoint import moto_server
+from jobtracker_local.endpoint import fresh_moto
 from jobtracker_local.functions import AsyncSettings, FunctionRuntime
 from jobtracker_local.outbox import Outbox, in_process_moto
 from jobtracker_local.resources import LocalResources, aws_client, provision
@@ -19,16 +18,10 @@ from jobtracker_local.template import load_template
 
 @pytest.fixture
 def stack() -> Iterator[LocalResources]:
-    server = moto_server("127.0.0.1", 0)
-    server.start()
-    urllib.request.urlopen(urllib.request.Request(server.url + "/moto-api/reset", method="POST"))
-    try:
+    with fresh_moto() as server:
         resources = LocalResources(load_template(), server.url)
         provision(resources)
         yield resources
-    finally:
-        urllib.request.urlopen(urllib.request.Request(server.url + "/moto-api/reset", method="POST"))
-        server.stop()
 
 
 class FlakyRuntime(FunctionRuntime):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from job_runner.events import RuleInvocation, ScheduleInvocation, parse_invocation
 from jobtracker_common.schedules import ScheduleService, job_schedule_name
-from jobtracker_local.endpoint import moto_server
+from jobtracker_local.endpoint import fresh_moto
 from jobtracker_local.resources import LocalResources, aws_client, provision
 from jobtracker_local.scheduler import ScheduleEmulator
 from jobtracker_local.template import load_template
@@ -20,16 +19,10 @@ from jobtracker_local.template import load_template
 
 @pytest.fixture
 def stack() -> Iterator[LocalResources]:
-    server = moto_server("127.0.0.1", 0)
-    server.start()
-    urllib.request.urlopen(urllib.request.Request(server.url + "/moto-api/reset", method="POST"))
-    try:
+    with fresh_moto() as server:
         resources = LocalResources(load_template(), server.url)
         provision(resources)
         yield resources
-    finally:
-        urllib.request.urlopen(urllib.request.Request(server.url + "/moto-api/reset", method="POST"))
-        server.stop()
 
 
 class Clock:

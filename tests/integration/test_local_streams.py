@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from jobtracker_local.endpoint import moto_server, prune_stream_iterators
+from jobtracker_local.endpoint import fresh_moto, prune_stream_iterators
 from jobtracker_local.resources import LocalResources, aws_client, provision
 from jobtracker_local.streams import EmulatorSettings, StreamEmulator, StreamSource, sequence
 from jobtracker_local.template import load_template
@@ -20,17 +19,10 @@ FAST = EmulatorSettings(poll_interval=0.02, retry_delay=0.01, max_batching_windo
 
 @pytest.fixture
 def stack() -> Iterator[LocalResources]:
-    # moto's backends are process-wide: start each test from an empty account.
-    server = moto_server("127.0.0.1", 0)
-    server.start()
-    urllib.request.urlopen(urllib.request.Request(server.url + "/moto-api/reset", method="POST"))
-    try:
+    with fresh_moto() as server:
         resources = LocalResources(load_template(), server.url)
         provision(resources)
         yield resources
-    finally:
-        urllib.request.urlopen(urllib.request.Request(server.url + "/moto-api/reset", method="POST"))
-        server.stop()
 
 
 def tracker_source(resources: LocalResources, **changes: Any) -> StreamSource:
@@ -98,10 +90,10 @@ class FakeConsumer:
         return sum(1 for batch in self.batches for r in batch if run_id_of(r) == run_id)
 
 
-def start(resources: LocalResources, source: StreamSource, consumer: Callable[[dict[str, Any]], Any]):
+def start(resources: LocalResources, *consumers: tuple[StreamSource, Callable[[dict[str, Any]], Any]]):
     emulator = StreamEmulator(
-        [source],
-        {source.function_id: consumer},
+        [source for source, _ in consumers],
+        {source.function_id: consumer for source, consumer in consumers},
         endpoint=resources.endpoint,
         region=resources.region,
         resources=resources,
@@ -119,7 +111,7 @@ def test_failed_record_is_redelivered_from_its_sequence_number_then_lands_in_the
         put_run(stack, run_id)
 
     # When the emulator delivers the stream
-    emulator = start(stack, source, consumer)
+    emulator = start(stack, (source, consumer))
     try:
         wait_for(emulator.idle)
     finally:
@@ -151,7 +143,7 @@ def test_records_the_template_filter_rejects_are_never_delivered(stack):
     put_run(stack, "log-chunk", entity="log")
     put_run(stack, "done-run", status="failed")
 
-    emulator = start(stack, replace(source, batching_window_seconds=0), consumer)
+    emulator = start(stack, (replace(source, batching_window_seconds=0), consumer))
     try:
         wait_for(emulator.idle)
     finally:
@@ -167,7 +159,7 @@ def test_function_error_bisects_the_batch_until_the_poison_record_is_alone(stack
     for run_id in ("a", "b", "p", "c"):
         put_run(stack, run_id)
 
-    emulator = start(stack, source, consumer)
+    emulator = start(stack, (source, consumer))
     try:
         wait_for(emulator.idle)
     finally:
@@ -190,15 +182,7 @@ def test_each_consumer_keeps_its_own_checkpoint(stack):
     (notifier,) = [s for s in StreamSource.from_template(stack) if s.function_id == "NotifierFunction"]
     failing, healthy = FakeConsumer({"r1"}), FakeConsumer(set())
     put_run(stack, "r1")
-    emulator = StreamEmulator(
-        [tracker, replace(notifier, batching_window_seconds=0)],
-        {"TrackerFunction": failing, "NotifierFunction": healthy},
-        endpoint=stack.endpoint,
-        region=stack.region,
-        resources=stack,
-        settings=FAST,
-    )
-    emulator.start()
+    emulator = start(stack, (tracker, failing), (replace(notifier, batching_window_seconds=0), healthy))
     try:
         wait_for(emulator.idle)
     finally:
@@ -214,7 +198,7 @@ def test_delivery_resumes_after_the_endpoint_forgets_the_shard_iterator(stack):
     source = tracker_source(stack)
     consumer = FakeConsumer(set())
     put_run(stack, "r1")
-    emulator = start(stack, source, consumer)
+    emulator = start(stack, (source, consumer))
     try:
         wait_for(lambda: consumer.deliveries("r1") == 1)
         # When moto forgets every iterator (as pruning or a 15-minute expiry would do)
