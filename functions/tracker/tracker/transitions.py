@@ -23,7 +23,6 @@ from jobtracker_common.repositories.stats import StatsRepository
 from jobtracker_common.schedules import ScheduleService
 from jobtracker_common.statistics import StatsDelta, delta_for
 from jobtracker_common.timeutil import Clock, utcnow
-from pydantic import ValidationError as PydanticValidationError
 
 logger = make_logger("tracker")
 
@@ -59,7 +58,7 @@ def parse_images(record: Mapping[str, Any]) -> tuple[Run | None, Run | None]:
             continue
         try:
             images.append(RunsRepository.from_item(dict(image)))
-        except (PydanticValidationError, TypeError, KeyError, AttributeError, ValueError) as exc:
+        except Exception as exc:  # any unreadable image is poison, reported, never a crash
             raise ValidationError(f"stream record {name} is not a valid run: {exc}") from exc
     return images[0], images[1]
 
