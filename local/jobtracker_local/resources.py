@@ -189,7 +189,7 @@ class LocalResources:
 
 
 # ---- creating ---------------------------------------------------------------------------
-def provision(res: LocalResources) -> None:
+def provision(res: LocalResources) -> LocalResources:
     """Create every table, queue, schedule group, scheduled event and the SES identity.
 
     Idempotent: against a long-running endpoint (`--aws-endpoint`) existing resources are kept.
@@ -238,6 +238,7 @@ def provision(res: LocalResources) -> None:
             sesv2.create_email_identity(EmailIdentity=email)
         except ClientError as exc:
             log.debug("SESv2 identity %s: %s", email, exc)
+    return res
 
 
 def discover(res: LocalResources) -> None:

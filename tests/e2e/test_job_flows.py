@@ -62,6 +62,14 @@ def emails_about(stack: Stack, user: Session, run_id: str) -> list[EmailMessage]
     return [m for m in stack.emails_to(user.email) if run_id in body_of(m)]
 
 
+def the_only_email_about(stack: Stack, user: Session, run_id: str) -> EmailMessage:
+    """Wait for the run's email, give the pipeline time to send a duplicate, expect none."""
+    eventually(lambda: emails_about(stack, user, run_id), timeout=15)
+    time.sleep(SETTLE_SECONDS)
+    (email,) = emails_about(stack, user, run_id)
+    return email
+
+
 def completed_runs(user: Session) -> int:
     response = user.get("/job-logs/statistics", params={"time_period": "day"})
     assert response.status_code == 200, response.text
@@ -103,9 +111,7 @@ def test_a_manual_run_is_active_then_finishes_counts_and_emails_once(stack, user
     # And the statistics count it
     eventually(lambda: completed_runs(user) == before + 1, timeout=15)
     # And exactly one email tells the owner
-    eventually(lambda: emails_about(stack, user, run_id), timeout=15)
-    time.sleep(SETTLE_SECONDS)
-    (email,) = emails_about(stack, user, run_id)
+    email = the_only_email_about(stack, user, run_id)
     assert "Completed" in email["Subject"]
 
 
@@ -132,9 +138,7 @@ def test_a_failing_job_is_retried_with_backoff_then_fails_for_good(stack, user):
     assert (starts[2] - ends[1]).total_seconds() >= 0
     assert (starts[3] - ends[2]).total_seconds() >= 1.0
     # And one failure email was sent (retry emails are off by default)
-    eventually(lambda: emails_about(stack, user, run_id), timeout=15)
-    time.sleep(SETTLE_SECONDS)
-    (email,) = emails_about(stack, user, run_id)
+    email = the_only_email_about(stack, user, run_id)
     assert "Failed" in email["Subject"]
 
 

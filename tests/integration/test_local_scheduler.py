@@ -20,9 +20,7 @@ from jobtracker_local.template import load_template
 @pytest.fixture
 def stack() -> Iterator[LocalResources]:
     with fresh_moto() as server:
-        resources = LocalResources(load_template(), server.url)
-        provision(resources)
-        yield resources
+        yield provision(LocalResources(load_template(), server.url))
 
 
 class Clock:

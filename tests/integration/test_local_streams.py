@@ -20,9 +20,7 @@ FAST = EmulatorSettings(poll_interval=0.02, retry_delay=0.01, max_batching_windo
 @pytest.fixture
 def stack() -> Iterator[LocalResources]:
     with fresh_moto() as server:
-        resources = LocalResources(load_template(), server.url)
-        provision(resources)
-        yield resources
+        yield provision(LocalResources(load_template(), server.url))
 
 
 def tracker_source(resources: LocalResources, **changes: Any) -> StreamSource:
@@ -103,6 +101,15 @@ def start(resources: LocalResources, *consumers: tuple[StreamSource, Callable[[d
     return emulator
 
 
+def deliver_all(resources: LocalResources, *consumers: tuple[StreamSource, Callable[[dict[str, Any]], Any]]):
+    """Run the emulator until every consumer has caught up with the stream."""
+    emulator = start(resources, *consumers)
+    try:
+        wait_for(emulator.idle)
+    finally:
+        emulator.stop()
+
+
 def test_failed_record_is_redelivered_from_its_sequence_number_then_lands_in_the_dlq(stack):
     # Given a consumer that reports run r2 as failed, with 2 retries
     source = tracker_source(stack, max_retries=2)
@@ -111,11 +118,7 @@ def test_failed_record_is_redelivered_from_its_sequence_number_then_lands_in_the
         put_run(stack, run_id)
 
     # When the emulator delivers the stream
-    emulator = start(stack, (source, consumer))
-    try:
-        wait_for(emulator.idle)
-    finally:
-        emulator.stop()
+    deliver_all(stack, (source, consumer))
 
     # Then every retry starts at r2's sequence number and r1 is never delivered again
     first, *retries = consumer.batches
@@ -143,11 +146,7 @@ def test_records_the_template_filter_rejects_are_never_delivered(stack):
     put_run(stack, "log-chunk", entity="log")
     put_run(stack, "done-run", status="failed")
 
-    emulator = start(stack, (replace(source, batching_window_seconds=0), consumer))
-    try:
-        wait_for(emulator.idle)
-    finally:
-        emulator.stop()
+    deliver_all(stack, (replace(source, batching_window_seconds=0), consumer))
 
     assert [run_id_of(r) for batch in consumer.batches for r in batch] == ["done-run"]
 
@@ -159,11 +158,7 @@ def test_function_error_bisects_the_batch_until_the_poison_record_is_alone(stack
     for run_id in ("a", "b", "p", "c"):
         put_run(stack, run_id)
 
-    emulator = start(stack, (source, consumer))
-    try:
-        wait_for(emulator.idle)
-    finally:
-        emulator.stop()
+    deliver_all(stack, (source, consumer))
 
     # Then every good record is processed and only p is discarded
     delivered_ok = {
@@ -182,11 +177,7 @@ def test_each_consumer_keeps_its_own_checkpoint(stack):
     (notifier,) = [s for s in StreamSource.from_template(stack) if s.function_id == "NotifierFunction"]
     failing, healthy = FakeConsumer({"r1"}), FakeConsumer(set())
     put_run(stack, "r1")
-    emulator = start(stack, (tracker, failing), (replace(notifier, batching_window_seconds=0), healthy))
-    try:
-        wait_for(emulator.idle)
-    finally:
-        emulator.stop()
+    deliver_all(stack, (tracker, failing), (replace(notifier, batching_window_seconds=0), healthy))
 
     assert failing.deliveries("r1") == 4
     assert healthy.deliveries("r1") == 1
