@@ -5,6 +5,8 @@ replays it after a partial failure) changes nothing the first delivery already d
 - statistics: counted once per (run, attempt, status) through the stats "applied" marker;
 - retry schedule: deterministic name `retry-<run_id>-<attempt>`, a second create is a conflict;
 - the job's last run: a conditional write that never moves back to an older run.
+Follow-ups (retry schedule, last run) run before a transition is counted, so its marker also
+means "fully handled" and a replayed batch costs one read.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from jobtracker_common.timeutil import Clock, utcnow
 
 logger = make_logger("tracker")
 
-#: A retry whose time has already passed (stream lag) is scheduled this far ahead instead:
-#: Scheduler needs a time in the future.
-RETRY_MIN_LEAD = timedelta(seconds=5)
+#: A retry whose time has (nearly) passed by the time its record arrives (stream lag, redelivery)
+#: is scheduled this far ahead instead, so the `at()` time is still in the future when Scheduler
+#: gets it. Kept short: it only lengthens backoffs shorter than the stream's lag.
+RETRY_MIN_LEAD = timedelta(seconds=2)
 
 
 @dataclass(frozen=True)
