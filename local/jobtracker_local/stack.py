@@ -250,9 +250,8 @@ class LocalStack:
                 f"minute), {DEMO_FAILS} (fails, retried), {DEMO_HEALTH} (http_check of /health)"
             )
         lines += [
-            "  Try:",
-            f'    export TOKEN="{token}"',
-            f'    curl -s -H "Authorization: Bearer $TOKEN" {api}/job-logs/active',
+            "  Try (token of the demo user, valid 12 h):",
+            f'    curl -s -H "Authorization: Bearer {token}" {api}/job-logs/active',
             "  More tokens: jobtracker local token --sub alice --email alice@example.com [--scope admin]",
             "Ctrl-C to stop.",
         ]
