@@ -112,15 +112,17 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     stack = LocalStack(config)
     try:
-        stack.start()
+        try:
+            stack.start()
+        except Exception as exc:  # port taken, endpoint unreachable, template conflict...
+            logging.getLogger("jobtracker.local").debug("start failed", exc_info=True)
+            print(f"jobtracker: cannot start the local stack: {exc}", file=sys.stderr)
+            return 1
         stack.started_in = time.monotonic() - began  # imports included: what a user waits for
         print(stack.ready_message(), flush=True)
         while not stop.wait(0.5):
             pass
         print("stopping...", flush=True)
-    except OSError as exc:
-        print(f"jobtracker: cannot start the local stack: {exc}", file=sys.stderr)
-        return 1
     finally:
         stack.stop()
     print("stopped.", flush=True)

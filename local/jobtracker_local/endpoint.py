@@ -73,7 +73,12 @@ class ThreadedServer:
             def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
                 return None
 
-        self._server = make_server(self._host, self._port, self._app, threaded=True, request_handler=Quiet)
+        try:
+            self._server = make_server(
+                self._host, self._port, self._app, threaded=True, request_handler=Quiet
+            )
+        except SystemExit as exc:  # werkzeug exits the process when the port is taken
+            raise OSError(f"{self._name}: port {self._port} on {self._host} is already in use") from exc
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         server = self._server
         # A short poll makes stop() (and Ctrl-C) return promptly.

@@ -212,3 +212,19 @@ def test_the_cli_invokes_a_function_against_the_running_stack(stack):
     response = json.loads(result.stdout)  # logs went to stderr, like `sam local invoke`
     assert response["ok"] is False
     assert response["error"]["type"] == "ValidationError"
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = jobtracker(
+            "up", f"--aws-port={port}", "--api-port=0", "--no-demo", f"--state-dir={tmp_path}"
+        )
+
+    assert result.returncode == 1
+    assert "cannot start the local stack" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "stack.json").exists()
