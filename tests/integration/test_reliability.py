@@ -44,3 +44,22 @@ def test_throttling_scenario_notices_loss_when_nothing_retries() -> None:
     # Then it reports the failure instead of passing
     assert outcome.passed is False
     assert (outcome.lost or 0) > 0 or "surfaced errors" in outcome.observed
+
+
+def test_injected_throttling_never_reaches_the_table() -> None:
+    # Given a DynamoDB client whose every attempt is answered with throttling, and no retries
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    from bench.common import isolated_aws, new_client, throttle_dynamodb
+
+    with isolated_aws() as observer:
+        client = new_client("dynamodb", config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+        throttle_dynamodb(client, rate=1.0)
+        # When it writes an item
+        with pytest.raises(ClientError) as raised:
+            client.put_item(TableName="JobsTable", Item={"job_id": {"S": "j1"}})
+        # Then the caller sees DynamoDB's throttling error and the table never got the item,
+        # as with a real throttled request (a retry can then never write twice)
+        assert raised.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+        assert observer.scan(TableName="JobsTable")["Count"] == 0
