@@ -6,7 +6,7 @@ Each test signs in as a fresh user, so tests share the stack but never each othe
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -180,3 +180,18 @@ def test_an_http_check_job_checks_the_gateway_itself(stack, user):
 
     assert run["status"] == "completed"
     assert run["result"]["status_code"] == 200
+
+
+def test_a_job_scheduled_through_the_api_fires_on_time(stack, user):
+    # Given a job whose one-time schedule is due in a few seconds
+    due = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+    job_id = create_job(user, schedule=f"at({due.strftime('%Y-%m-%dT%H:%M:%S')})", timezone="UTC")
+
+    # Then the emulator fires it: a scheduled run for that time completes
+    def scheduled_run() -> dict[str, Any] | None:
+        items = user.get("/job-logs", params={"job_id": job_id}).json()["items"]
+        return next((r for r in items if r["trigger"] == "schedule" and r["status"] == "completed"), None)
+
+    run = eventually(scheduled_run, timeout=30)
+    assert datetime.fromisoformat(run["scheduled_time"].replace("Z", "+00:00")) == due
+    assert datetime.fromisoformat(run["started_at"].replace("Z", "+00:00")) >= due
