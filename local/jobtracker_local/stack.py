@@ -21,7 +21,13 @@ from jobtracker_local.endpoint import ThreadedServer, moto_server, prune_stream_
 from jobtracker_local.functions import AsyncSettings, FunctionRuntime
 from jobtracker_local.gateway import Gateway, authorizer_config
 from jobtracker_local.outbox import Outbox, in_process_moto, over_http
-from jobtracker_local.resources import LocalResources, local_parameters, provision
+from jobtracker_local.resources import (
+    LOCAL_AUDIENCE,
+    LOCAL_ISSUER,
+    LocalResources,
+    local_parameters,
+    provision,
+)
 from jobtracker_local.scheduler import ScheduleEmulator
 from jobtracker_local.streams import EmulatorSettings, StreamEmulator, StreamSource
 from jobtracker_local.template import ROOT, load_template
@@ -74,6 +80,9 @@ class LocalStack:
         self.started_in = 0.0
         self._stopping = threading.Event()
         self._maintenance: threading.Thread | None = None
+        self._gateway: Gateway | None = None
+        self.urls: dict[str, str] = {}
+        self.issuer, self.audience = LOCAL_ISSUER, LOCAL_AUDIENCE
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -199,14 +208,14 @@ class LocalStack:
 
     # ---- apps (bound late: the servers start before the functions are ready) -------------
     def _invoke_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        assert self.runtime is not None
+        if self.runtime is None:
+            return _unavailable(start_response)
         return self.runtime.invoke_app(environ, start_response)
 
     def _gateway_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        gateway = getattr(self, "_gateway", None)
+        gateway = self._gateway
         if gateway is None:
-            start_response("503 Service Unavailable", [("Content-Type", "application/json")])
-            return [b'{"message": "Service Unavailable"}']
+            return _unavailable(start_response)
         result: Iterable[bytes] = gateway(environ, start_response)
         return result
 
@@ -256,6 +265,12 @@ class LocalStack:
             "Ctrl-C to stop.",
         ]
         return "\n".join(lines)
+
+
+def _unavailable(start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Requests that arrive while the stack is still starting."""
+    start_response("503 Service Unavailable", [("Content-Type", "application/json")])
+    return [b'{"message": "Service Unavailable"}']
 
 
 def _bind(invoke: Callable[[str, Any], Any], function_id: str) -> Callable[[dict[str, Any]], Any]:
