@@ -167,15 +167,13 @@ def _invoke(args: argparse.Namespace) -> int:
     if args.logical_id not in runtime.specs:
         print(f"no function {args.logical_id!r}; known: {', '.join(runtime.specs)}", file=sys.stderr)
         return 2
-    runtime.apply_environment()
+    # One function in its own process: exactly its own environment, as Lambda would give it.
+    os.environ.update(resources.environment(args.logical_id))
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ENDPOINT_URL_LAMBDA=state.get("lambda", endpoint),
         AWS_REGION=resources.region,
         AWS_DEFAULT_REGION=resources.region,
-        POWERTOOLS_SERVICE_NAME=runtime.resources.environment(args.logical_id).get(
-            "POWERTOOLS_SERVICE_NAME", "jobtracker"
-        ),
     )
     event = json.loads(args.event.read_text())
     # Like `sam local invoke`: the function's logs go to stderr, its response alone to stdout.
