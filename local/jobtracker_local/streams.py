@@ -39,6 +39,24 @@ log = logging.getLogger("jobtracker.local")
 
 Invoke = Callable[[dict[str, Any]], Any]
 
+#: Event source properties the emulator honours; others (ParallelizationFactor, tumbling
+#: windows...) are reported at startup instead of being silently ignored.
+_EMULATED = frozenset(
+    {
+        "Stream",
+        "StartingPosition",
+        "BatchSize",
+        "MaximumBatchingWindowInSeconds",
+        "FunctionResponseTypes",
+        "BisectBatchOnFunctionError",
+        "MaximumRetryAttempts",
+        "MaximumRecordAgeInSeconds",
+        "DestinationConfig",
+        "FilterCriteria",
+        "Enabled",
+    }
+)
+
 
 @dataclass(frozen=True)
 class StreamSource:
@@ -67,6 +85,8 @@ class StreamSource:
         out = []
         for function_id, event_id, raw in resources.template.events_of_type("DynamoDB"):
             props = resources.resolve(raw)
+            if ignored := sorted(set(props) - _EMULATED):
+                log.warning("%s.%s: %s not emulated locally", function_id, event_id, ", ".join(ignored))
             filters = tuple(
                 parse_pattern(f["Pattern"]) for f in props.get("FilterCriteria", {}).get("Filters", [])
             )
