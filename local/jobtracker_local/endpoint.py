@@ -144,7 +144,12 @@ def fresh_moto(host: str = "127.0.0.1", port: int = 0) -> Iterator[ThreadedServe
 def moto_server(host: str, port: int, front: WSGIApp | None = None) -> ThreadedServer:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
 
+    from jobtracker_local.moto_transactions import install_fast_transactions
+
     serialize_dynamodb_writes()
+    # moto's own TransactWriteItems deep-copies whole tables: the stack would slow down as its
+    # history grows (every run transition is a transaction).
+    install_fast_transactions()
     return ThreadedServer(moto_app(front), host, port, "moto-server", request_handler=MotoRequestHandler)
 
 
