@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from jobtracker_common.settings import RunsSettings
+from jobtracker_common.settings import JobsTableSettings, RunsTableSettings
 from pydantic import Field
 
 
-class TrackerSettings(RunsSettings):
+class TrackerSettings(JobsTableSettings):
+    """Runs arrive in stream records: the tracker never reads the runs table itself."""
+
     stats_table_name: str = Field(alias="STATS_TABLE_NAME", min_length=3)
     schedule_group_name: str = Field(alias="SCHEDULE_GROUP_NAME", min_length=1)
     scheduler_role_arn: str = Field(alias="SCHEDULER_ROLE_ARN", min_length=20)
@@ -15,5 +17,5 @@ class TrackerSettings(RunsSettings):
     scheduler_dlq_arn: str | None = Field(default=None, alias="SCHEDULER_DLQ_ARN")
 
 
-class SweeperSettings(RunsSettings):
+class SweeperSettings(RunsTableSettings):
     """The sweeper needs only the runs table (and the active-index shard count)."""

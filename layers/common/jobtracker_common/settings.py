@@ -40,11 +40,20 @@ class BaseSettings(BaseModel):
             ) from exc
 
 
-class RunsSettings(BaseSettings):
+# One small class per resource, so a function's settings name exactly what it uses and the template
+# grants nothing more (tests/infra/test_least_privilege.py ties both together).
+class JobsTableSettings(BaseSettings):
     jobs_table_name: str = Field(alias="JOBS_TABLE_NAME", min_length=3)
+
+
+class RunsTableSettings(BaseSettings):
     runs_table_name: str = Field(alias="RUNS_TABLE_NAME", min_length=3)
     #: Shards of the sparse active-runs index key; a constant key would be one hot partition.
     active_index_shards: int = Field(default=8, alias="ACTIVE_INDEX_SHARDS", ge=1, le=64)
+
+
+class RunsSettings(JobsTableSettings, RunsTableSettings):
+    """The jobs and the runs table (job runner, API)."""
 
 
 S = TypeVar("S", bound=BaseSettings)
