@@ -14,6 +14,11 @@ fired the same way:
 - disabled schedules don't fire; one-time `at()` schedules fire once and are deleted when their
   ActionAfterCompletion is DELETE; StartDate/EndDate bound recurring schedules;
 - classic rules with a ScheduleExpression send a "Scheduled Event" (or the target's Input).
+
+pyawscron cannot evaluate some expressions Scheduler accepts (a day some month lacks, 29
+February, explicit years): such a schedule is reported once and does not fire until its next
+fire time can be computed again (tried from the current time every `UNCOMPUTABLE_RETRY`); it
+never fires twice for one time, and never holds up the other schedules.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ log = logging.getLogger("jobtracker.local")
 
 AsyncInvoke = Callable[[str, Any], None]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: How often a schedule whose next fire time cannot be computed tries again from "now": later
+#: months may be ones the library can evaluate (cron(0 12 29 * ? *) after 29 January).
+UNCOMPUTABLE_RETRY = timedelta(hours=1)
 
 
 @dataclass
@@ -49,6 +57,8 @@ class _Track:
     expression: ScheduleExpression
     next_fire: datetime | None
     detail: dict[str, Any]
+    #: Set while the next fire time cannot be computed: when to try again.
+    retry_at: datetime | None = None
 
 
 def scheduled_time_text(when: datetime) -> str:
@@ -63,6 +73,10 @@ def substitute(template: str, *, scheduled: datetime, arn: str, attempt: int = 1
         .replace("<aws.scheduler.attempt-number>", str(attempt))
         .replace("<aws.scheduler.execution-id>", str(uuid.uuid4()))
     )
+
+
+def _first(fires: list[datetime]) -> datetime | None:
+    return fires[0] if fires else None
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -92,6 +106,7 @@ class ScheduleEmulator:
         self._events = aws_client("events", resources.endpoint, resources.region)
         self._sqs = aws_client("sqs", resources.endpoint, resources.region)
         self._tracks: dict[str, _Track] = {}
+        self._reported: set[str] = set()
         self._fired_once: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,12 +136,52 @@ class ScheduleEmulator:
         seen: set[str] = set()
         for summary in self._list_schedules():
             seen.add(summary["Arn"])
-            self._consider_schedule(summary, now)
+            self._isolated(summary["Arn"], self._consider_schedule, summary, now)
         for rule in self._list_rules():
             seen.add(rule["Arn"])
-            self._consider_rule(rule, now)
+            self._isolated(rule["Arn"], self._consider_rule, rule, now)
         for arn in set(self._tracks) - seen:
             del self._tracks[arn]
+
+    def _isolated(self, arn: str, consider: Callable[[dict[str, Any], datetime], None], *args: Any) -> None:
+        """One broken schedule must not hold up the others; each distinct failure is logged once."""
+        try:
+            consider(*args)
+        except Exception as exc:
+            key = f"{arn}|{type(exc).__name__}: {exc}"
+            if key not in self._reported:
+                self._reported.add(key)
+                log.exception("schedule %s could not be considered", arn)
+
+    def _plan(self, arn: str, track: _Track, now: datetime, compute: Callable[[], datetime | None]) -> None:
+        """Set the track's next fire time; if it cannot be computed, say so and retry later."""
+        try:
+            track.next_fire = compute()
+        except Exception as exc:  # pyawscron raises ValueError, AttributeError, bare Exception
+            track.next_fire = None
+            first = track.retry_at is None
+            track.retry_at = now + UNCOMPUTABLE_RETRY
+            (log.error if first else log.debug)(
+                "schedule %s: pyawscron cannot compute the next fire time of %s (%s): %s: %s; "
+                "it does not fire locally until it can (next try at %s); AWS would fire it.",
+                arn,
+                track.expression.expression,
+                track.expression.timezone,
+                type(exc).__name__,
+                exc,
+                scheduled_time_text(track.retry_at),
+            )
+            return
+        if track.retry_at is not None:
+            log.info("schedule %s: next fire time computable again: %s", arn, track.next_fire)
+        track.retry_at = None
+        if track.next_fire is None and track.expression.kind != "at":
+            log.info("schedule %s (%s) has no further fire times", arn, track.expression.expression)
+
+    def _due(self, arn: str, track: _Track, now: datetime, recompute: Callable[[], datetime | None]) -> bool:
+        if track.retry_at is not None and now >= track.retry_at:
+            self._plan(arn, track, now, recompute)
+        return track.next_fire is not None and track.next_fire <= now
 
     # ---- Scheduler -----------------------------------------------------------------------
     def _list_schedules(self) -> list[dict[str, Any]]:
@@ -156,19 +211,26 @@ class ScheduleEmulator:
                 log.error("schedule %s cannot fire: %s", arn, exc.message)
                 self._tracks[arn] = _Track(version, parse_schedule("at(1970-01-01T00:00:00)"), None, detail)
                 return
-            track = _Track(version, expression, self._first_fire(expression, detail, now), detail)
+            track = _Track(version, expression, None, detail)
             self._tracks[arn] = track
-        if track.next_fire is None or track.next_fire > now:
+            self._plan(arn, track, now, lambda: self._first_fire(expression, detail, now))
+        current = track
+        if not self._due(arn, current, now, lambda: self._next_fire(current.expression, current.detail, now)):
             return
+        assert track.next_fire is not None
         scheduled = track.next_fire
-        self._fire_schedule(track.detail, scheduled)
+        # The next time is planned before this one fires: whatever happens while firing (or
+        # planning), one scheduled time never fires twice.
         if track.expression.kind == "at":
             track.next_fire = None
+        else:
+            after = max(scheduled, now)
+            self._plan(arn, track, now, lambda: self._next_fire(current.expression, current.detail, after))
+        self._fire_schedule(track.detail, scheduled)
+        if track.expression.kind == "at":
             self._fired_once.add(f"{arn}|{track.expression.expression}")
             if track.detail.get("ActionAfterCompletion") == "DELETE":
                 self._delete_schedule(track.detail)
-        else:
-            track.next_fire = self._next_fire(track.expression, track.detail, max(scheduled, now))
 
     def _first_fire(
         self, expression: ScheduleExpression, detail: dict[str, Any], now: datetime
@@ -253,16 +315,25 @@ class ScheduleEmulator:
                 expression = parse_schedule(version)
             except ValidationError as exc:
                 log.error("rule %s cannot fire: %s", arn, exc.message)
+                self._tracks[arn] = _Track(version, parse_schedule("at(1970-01-01T00:00:00)"), None, rule)
                 return
-            # Classic rules are UTC and count rates from when they were (first seen) created.
-            fires = expression.next_fire_times(now, 1, anchor=now)
-            track = _Track(version, expression, fires[0] if fires else None, rule)
+            track = _Track(version, expression, None, rule)
             self._tracks[arn] = track
-        if track.next_fire is None or track.next_fire > now:
+            # Classic rules are UTC and count rates from when they were (first seen) created.
+            self._plan(arn, track, now, lambda: _first(expression.next_fire_times(now, 1, anchor=now)))
+        current = track
+        if not self._due(
+            arn, current, now, lambda: _first(current.expression.next_fire_times(now, 1, anchor=now))
+        ):
             return
+        assert track.next_fire is not None
         scheduled = track.next_fire
-        fires = track.expression.next_fire_times(max(scheduled, now), 1, anchor=scheduled)
-        track.next_fire = fires[0] if fires else None
+        self._plan(
+            arn,
+            track,
+            now,
+            lambda: _first(current.expression.next_fire_times(max(scheduled, now), 1, anchor=scheduled)),
+        )
         self.fired.append((arn, scheduled))
         log.info("rule %s fired for %s", arn, scheduled_time_text(scheduled))
         for target in self._events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", []):

@@ -171,3 +171,90 @@ def test_a_classic_schedule_rule_sends_a_scheduled_event(stack):
     invocation = parse_invocation(json.loads(json.dumps(payload)))
     assert isinstance(invocation, RuleInvocation)
     assert invocation.job_id == "J9"
+
+
+# pyawscron cannot evaluate some expressions Scheduler accepts (a day the next month lacks,
+# 29 February, explicit years): the emulator must neither crash, nor retry in a loop, nor fire
+# twice, and must say so once.
+def uncomputable_logs(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "jobtracker.local" and r.levelname in {"WARNING", "ERROR"} and name in r.getMessage()
+    ]
+
+
+def test_a_schedule_whose_next_fire_time_cannot_be_computed_is_reported_once_and_the_others_fire(
+    stack, caplog
+):
+    # Given a 29 February schedule (listed first) and an every-minute schedule
+    clock, calls = Clock(), Invocations()
+    service = schedules(stack)
+    service.upsert_job_schedule(job_id="JFEB", expression="cron(0 0 29 2 ? *)", timezone="UTC", enabled=True)
+    service.upsert_job_schedule(job_id="JMIN", expression="rate(1 minute)", timezone="UTC", enabled=True)
+    sim = emulator(stack, clock, calls)
+
+    # When the emulator watches for a minute and a bit
+    sim.tick()
+    clock.now += timedelta(seconds=61)
+    sim.tick()
+    sim.tick()
+
+    # Then the other schedule fired, and the uncomputable one was reported once, by name
+    assert [p["job_id"] for p in calls.to("JobRunnerFunction", stack)] == ["JMIN"]
+    (line,) = uncomputable_logs(caplog, "job-JFEB")
+    assert "cron(0 0 29 2 ? *)" in line
+
+
+def test_a_schedule_that_cannot_compute_its_next_fire_fires_once_then_resumes_when_it_can(stack, caplog):
+    # Given a schedule for the 29th of every month, watched just before 29 January
+    clock, calls = Clock(), Invocations()
+    clock.now = datetime(2031, 1, 29, 11, 59, tzinfo=UTC)
+    schedules(stack).upsert_job_schedule(
+        job_id="J29", expression="cron(0 12 29 * ? *)", timezone="UTC", enabled=True
+    )
+    sim = emulator(stack, clock, calls)
+    sim.tick()
+
+    # When it fires, and the next time (February has no 29th) cannot be computed
+    clock.now = datetime(2031, 1, 29, 12, 0, 1, tzinfo=UTC)
+    for _ in range(3):
+        sim.tick()
+    clock.now += timedelta(minutes=30)
+    sim.tick()
+
+    # Then it fired once, and said once that it cannot tell when it fires next
+    fired = [p["scheduled_time"] for p in calls.to("JobRunnerFunction", stack)]
+    assert fired == ["2031-01-29T12:00:00Z"]
+    assert len(uncomputable_logs(caplog, "job-J29")) == 1
+
+    # When time reaches a month the library can evaluate again
+    clock.now = datetime(2031, 3, 1, tzinfo=UTC)
+    sim.tick()
+    clock.now = datetime(2031, 3, 29, 12, 0, 1, tzinfo=UTC)
+    sim.tick()
+
+    # Then it fires on its next real date
+    fired = [p["scheduled_time"] for p in calls.to("JobRunnerFunction", stack)]
+    assert fired == ["2031-01-29T12:00:00Z", "2031-03-29T12:00:00Z"]
+
+
+def test_a_classic_rule_whose_fire_time_cannot_be_computed_is_reported_once(stack, caplog):
+    # Given a classic rule for 29 February
+    clock, calls = Clock(), Invocations()
+    events = aws_client("events", stack.endpoint)
+    events.put_rule(Name="leap-day", ScheduleExpression="cron(0 0 29 2 ? *)")
+    events.put_targets(
+        Rule="leap-day", Targets=[{"Id": "runner", "Arn": stack.attrs["JobRunnerFunction.Arn"]}]
+    )
+    sim = emulator(stack, clock, calls)
+
+    # When the emulator watches it
+    for _ in range(3):
+        sim.tick()
+        clock.now += timedelta(seconds=30)
+
+    # Then nothing fired, the template's own schedules still did, and it was reported once
+    assert calls.to("JobRunnerFunction", stack) == []
+    assert calls.to("SweeperFunction", stack) != []
+    assert len(uncomputable_logs(caplog, "leap-day")) == 1
