@@ -12,16 +12,13 @@ from typing import Any
 import pytest
 from job_runner import handler
 from job_runner.service import RunnerService
-from jobtracker_common import jobtypes
 from jobtracker_common.errors import ConflictError, InvalidTransitionError
 from jobtracker_common.ids import new_id
-from jobtracker_common.models import Job, RetryPolicy, RunStatus
+from jobtracker_common.models import RetryPolicy, RunStatus
 from jobtracker_common.repositories import JobsRepository, RunsRepository
-from pydantic import BaseModel
 
 from tests.conftest import FakeLambdaContext, load_event
-
-JOB_ID = "01JDEMOJOB0000000000000000"
+from tests.support.runner import JOB_ID, add_job, counting_job_type, invoke, run_items
 
 
 @pytest.fixture
@@ -34,52 +31,11 @@ def runner(repos: tuple[JobsRepository, RunsRepository]) -> RunnerService:
     return RunnerService(*repos, safety_margin_ms=500, cancel_poll_seconds=0.05)
 
 
-def add_job(
-    jobs: JobsRepository, job_type: str = "demo", params: dict[str, Any] | None = None, **extra: Any
-) -> Job:
-    now = datetime.now(UTC)
-    job = Job(
-        job_id=extra.pop("job_id", JOB_ID),
-        owner_id="u1",
-        name="backup",
-        job_type=job_type,
-        params=params if params is not None else {"duration_seconds": 0, "log_lines": 2},
-        target="core-sw-01",
-        retry=extra.pop("retry", RetryPolicy(max_attempts=1)),
-        created_at=now,
-        updated_at=now,
-        **extra,
-    )
-    return jobs.create(job)
-
-
-def invoke(runner: RunnerService, event: dict[str, Any], remaining_ms: int = 900_000) -> dict[str, Any]:
-    return handler.handle(event, FakeLambdaContext(remaining_ms), runner)  # type: ignore[arg-type]
-
-
-def run_items(aws: Any) -> list[dict[str, Any]]:
-    return [i for i in aws.scan(TableName="RunsTable")["Items"] if i["entity"]["S"] == "run"]
-
-
-class CountingParams(BaseModel):
-    sleep: float = 0.05
-
-
 @pytest.fixture
 def counting_type() -> Iterator[list[int]]:
     """A job type that counts how often its body runs."""
-    calls: list[int] = []
-    lock = threading.Lock()
-
-    def body(params: CountingParams, ctx: jobtypes.JobContext) -> dict[str, Any]:
-        with lock:
-            calls.append(1)
-        time.sleep(params.sleep)
-        return {"message": "counted"}
-
-    jobtypes.register(jobtypes.JobType("counting", CountingParams, body))
-    yield calls
-    jobtypes._REGISTRY.pop("counting")
+    with counting_job_type() as calls:
+        yield calls
 
 
 # ---- exactly once ------------------------------------------------------------------------
@@ -342,7 +298,7 @@ def test_lambda_handler_builds_its_service_from_the_environment(repos: Any) -> N
 
     load_settings.cache_clear()
     try:
-        result = handler.lambda_handler(load_event("job_runner/schedule.json"), FakeLambdaContext())  # type: ignore[arg-type]
+        result = handler.lambda_handler(load_event("job_runner/schedule.json"), FakeLambdaContext())
     finally:
         handler.service.cache_clear()
         load_settings.cache_clear()

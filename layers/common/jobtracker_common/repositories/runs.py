@@ -8,11 +8,18 @@ Item layout (pk / sk):
 Only active runs carry `active_pk`/`active_sk`, so the `active` index is sparse; `active_pk`
 is sharded because a constant key would make one hot partition. `active_sk` starts with the
 lease expiry, so "leases expired before T" is a range query, not a filter.
+
+Every conditional write of a run (create, transition) also sets `write_id`, fresh per write.
+When DynamoDB applied a write but its answer was lost (5xx, dropped connection), botocore
+retries and the retry fails its own condition; the item returned with the failure
+(`ReturnValuesOnConditionCheckFailure=ALL_OLD`) then carries our write id, and the write is
+reported as done instead of as a duplicate or a conflict.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -21,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
-from jobtracker_common.errors import ConflictError, DuplicateError, InvalidTransitionError, NotFoundError
+from jobtracker_common.errors import (
+    ConflictError,
+    DuplicateError,
+    InvalidTransitionError,
+    NotFoundError,
+    TransientError,
+)
 from jobtracker_common.models import LogEntry, Run, RunStatus, can_transition
 from jobtracker_common.repositories.pagination import decode_cursor, encode_cursor
 from jobtracker_common.timeutil import to_iso
@@ -38,8 +51,10 @@ META = "META"
 LOG_CHUNK = 50
 _BATCH_LIMIT = 25
 
+#: Names the write that last changed a run item (see the module docstring).
+WRITE_ID = "write_id"
 #: Attributes that are derived from the model when a run is written, not part of it.
-_DERIVED = ("pk", "sk", "entity", "run_day", "active_pk", "active_sk")
+_DERIVED = ("pk", "sk", "entity", "run_day", "active_pk", "active_sk", WRITE_ID)
 
 
 def run_key(run_id: str) -> dict[str, Any]:
@@ -48,6 +63,19 @@ def run_key(run_id: str) -> dict[str, Any]:
 
 def active_shard(run_id: str, shards: int) -> str:
     return f"ACTIVE#{zlib.crc32(run_id.encode()) % shards}"
+
+
+def _written_by(exc: ClientError, write_id: str) -> bool:
+    """Whether a failed condition met the item our own earlier attempt of this write left."""
+    response: dict[str, Any] = getattr(exc, "response", {})
+    items = [response.get("Item")] + [r.get("Item") for r in response.get("CancellationReasons") or []]
+    return any(item and item.get(WRITE_ID) == {"S": write_id} for item in items)
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    """A conditional failure proper (a cancelled transaction only if a condition cancelled it)."""
+    reasons = getattr(exc, "response", {}).get("CancellationReasons")
+    return reasons is None or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
 
 
 class RunsRepository:
@@ -81,11 +109,15 @@ class RunsRepository:
         marker item is written in the same transaction, so a repeated client request id maps
         to the first run.
         """
-        item = self._to_item(run)
+        write_id = uuid.uuid4().hex
+        item = {**self._to_item(run), WRITE_ID: {"S": write_id}}
         try:
             if dedupe_key is None:
                 self._client.put_item(
-                    TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             else:
                 marker = to_item(
@@ -95,6 +127,7 @@ class RunsRepository:
                         "entity": "dedupe",
                         "run_id": run.run_id,
                         "expires_at": run.expires_at,
+                        WRITE_ID: write_id,
                     }
                 )
                 self._client.transact_write_items(
@@ -104,6 +137,7 @@ class RunsRepository:
                                 "TableName": self._table,
                                 "Item": marker,
                                 "ConditionExpression": "attribute_not_exists(pk)",
+                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                             }
                         },
                         {
@@ -111,6 +145,7 @@ class RunsRepository:
                                 "TableName": self._table,
                                 "Item": item,
                                 "ConditionExpression": "attribute_not_exists(pk)",
+                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                             }
                         },
                     ]
@@ -118,6 +153,12 @@ class RunsRepository:
         except ClientError as exc:
             if not is_conditional_failure(exc):
                 raise
+            if _written_by(exc, write_id):
+                return run  # our first attempt wrote it; only its answer was lost
+            if not _condition_failed(exc):
+                # e.g. TransactionConflict with a concurrent transaction on the same items:
+                # nothing was written and nobody is known to have won yet.
+                raise TransientError(f"run {run.run_id} not created: {exc}") from exc
             existing = run.run_id if dedupe_key is None else self._dedupe_target(dedupe_key) or run.run_id
             raise DuplicateError(
                 f"delivery already accepted as run {existing}", existing_id=existing
@@ -164,10 +205,12 @@ class RunsRepository:
         old_item = self._to_item(run)
         sets: list[str] = []
         removes: list[str] = []
-        names: dict[str, str] = {"#status": "status", "#version": "version"}
+        write_id = uuid.uuid4().hex
+        names: dict[str, str] = {"#status": "status", "#version": "version", "#write_id": WRITE_ID}
         values: dict[str, Any] = {
             ":prev_status": serialize(run.status.value),
             ":prev_version": serialize(run.version),
+            ":write_id": serialize(write_id),
         }
         for i, (key, value) in enumerate(sorted(new_item.items())):
             if key in ("pk", "sk") or old_item.get(key) == value:
@@ -178,6 +221,7 @@ class RunsRepository:
         for i, key in enumerate(sorted(set(old_item) - set(new_item))):
             names[f"#r{i}"] = key
             removes.append(f"#r{i}")
+        sets.append("#write_id = :write_id")
         expression = "SET " + ", ".join(sets)
         if removes:
             expression += " REMOVE " + ", ".join(removes)
@@ -189,9 +233,12 @@ class RunsRepository:
                 ConditionExpression="#status = :prev_status AND #version = :prev_version",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
+                if _written_by(exc, write_id):
+                    return updated  # our first attempt applied it; only its answer was lost
                 raise ConflictError(
                     f"run {run.run_id} changed since version {run.version} ({run.status.value}); "
                     f"transition to {new_status.value} rejected"

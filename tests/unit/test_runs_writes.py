@@ -1,0 +1,82 @@
+"""RunsRepository's conditional writes against a fake client: whose write a failed condition met."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from jobtracker_common.errors import DuplicateError, TransientError
+from jobtracker_common.models import Run, RunStatus, Trigger
+from jobtracker_common.repositories import RunsRepository
+from jobtracker_common.repositories.runs import WRITE_ID
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def a_run() -> Run:
+    return Run(
+        run_id="01JRUN0000000000000000000A",
+        job_id="01JJOB0000000000000000000A",
+        job_name="backup",
+        job_type="demo",
+        owner_id="u1",
+        trigger=Trigger.MANUAL,
+        status=RunStatus.RUNNING,
+        queued_at=NOW,
+        started_at=NOW,
+        lease_until=NOW,
+    )
+
+
+class RefusingClient:
+    """Refuses every transactional create with the cancellation reasons it is given; the
+    reasons may echo the attempted items back as the items found (a lost first answer)."""
+
+    def __init__(self, codes: list[str], *, echo: bool = False) -> None:
+        self.codes = codes
+        self.echo = echo
+        self.calls = 0
+
+    def transact_write_items(self, TransactItems: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        reasons: list[dict[str, Any]] = []
+        for code, op in zip(self.codes, TransactItems, strict=True):
+            reason: dict[str, Any] = {"Code": code}
+            if code == "ConditionalCheckFailed":
+                found = dict(op["Put"]["Item"])
+                if not self.echo:
+                    found[WRITE_ID] = {"S": "somebody-else"}
+                reason["Item"] = found
+            reasons.append(reason)
+        response: Any = {"Error": {"Code": "TransactionCanceledException"}, "CancellationReasons": reasons}
+        raise ClientError(response, "TransactWriteItems")
+
+    def get_item(self, **_: Any) -> dict[str, Any]:
+        return {"Item": {"run_id": {"S": "01JFIRSTRUN000000000000000"}}}
+
+
+def test_a_transaction_conflict_is_transient_not_a_duplicate() -> None:
+    # Given a concurrent transaction on the same items (no condition failed, nothing written)
+    runs = RunsRepository(RefusingClient(["TransactionConflict", "None"]), "RunsTable")  # type: ignore[arg-type]
+    # When the manual run is created
+    # Then the caller is told to retry, not that a run it cannot find already exists
+    with pytest.raises(TransientError):
+        runs.create(a_run(), dedupe_key="manual|j|k")
+
+
+def test_a_marker_written_by_someone_else_is_a_duplicate_of_their_run() -> None:
+    runs = RunsRepository(RefusingClient(["ConditionalCheckFailed", "None"]), "RunsTable")  # type: ignore[arg-type]
+    with pytest.raises(DuplicateError) as raised:
+        runs.create(a_run(), dedupe_key="manual|j|k")
+    assert raised.value.existing_id == "01JFIRSTRUN000000000000000"
+
+
+def test_a_transaction_that_met_its_own_items_is_a_success() -> None:
+    # Given a retry whose first attempt wrote both items (only its answer was lost)
+    client = RefusingClient(["ConditionalCheckFailed", "ConditionalCheckFailed"], echo=True)
+    runs = RunsRepository(client, "RunsTable")  # type: ignore[arg-type]
+    # When the manual run is created, then it is reported created
+    assert runs.create(a_run(), dedupe_key="manual|j|k") == a_run()
+    assert client.calls == 1
