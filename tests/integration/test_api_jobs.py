@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from api.auth import Caller
+from api.models import JobIn
+from botocore.exceptions import ClientError
 from jobtracker_common.models import RunStatus
+from jobtracker_common.schedules import ScheduleService
 
-from tests.support.http import ALL_SCOPES, GROUP, RUNNER_ARN, FakeClock, api_harness
+from tests.support.http import ALL_SCOPES, GROUP, ROLE_ARN, RUNNER_ARN, FakeClock, api_harness
 
 NOW = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # Berlin switches to summer time on 2026-03-29
 
@@ -305,3 +310,186 @@ def test_schedule_the_preview_cannot_evaluate_is_still_created(api):
     job = create(api, schedule="cron(0 0 29 2 ? *)")
     assert job["next_fire_times"] == []
     assert api.schedule(job["job_id"])["ScheduleExpression"] == "cron(0 0 29 2 ? *)"
+
+
+@pytest.mark.parametrize(
+    "timezone", ["posix/Europe/Berlin", "right/UTC", "localtime", "posixrules", "Factory"]
+)
+def test_timezones_zoneinfo_opens_but_scheduler_refuses_are_422(api, timezone):
+    # ZoneInfo opens these files; they are not IANA zone names, and Scheduler refuses them
+    response = api.call(
+        "POST /jobs", body={"name": "x", "job_type": "demo", "schedule": "rate(1 hour)", "timezone": timezone}
+    )
+    assert response.status == 422
+    assert response.body["details"][0]["field"] == "timezone"
+    assert api.call("GET /jobs").body["items"] == []
+
+
+@pytest.mark.parametrize("timezone", ["US/Eastern", "Etc/GMT+5", "America/Argentina/Buenos_Aires"])
+def test_iana_links_and_three_part_zones_are_accepted(api, timezone):
+    job = create(api, schedule="cron(0 2 * * ? *)", timezone=timezone)
+    assert api.schedule(job["job_id"])["ScheduleExpressionTimezone"] == timezone
+
+
+class RefusingScheduler:
+    """EventBridge Scheduler (moto) that answers writes of one expression, or of every one when
+    `expression` is None, with a ValidationException carrying `message`."""
+
+    def __init__(self, real: Any, message: str, expression: str | None = None) -> None:
+        self.real, self.message, self.expression = real, message, expression
+
+    def _write(self, operation: str, **kwargs: Any) -> Any:
+        if self.expression in (None, kwargs["ScheduleExpression"]):
+            error: Any = {"Error": {"Code": "ValidationException", "Message": self.message}}
+            raise ClientError(error, operation)
+        return getattr(self.real, operation)(**kwargs)
+
+    def create_schedule(self, **kwargs: Any) -> Any:
+        return self._write("create_schedule", **kwargs)
+
+    def update_schedule(self, **kwargs: Any) -> Any:
+        return self._write("update_schedule", **kwargs)
+
+    def delete_schedule(self, **kwargs: Any) -> Any:
+        return self.real.delete_schedule(**kwargs)
+
+
+def refuse(api, message: str, expression: str | None = None) -> None:
+    """Given Scheduler refuses `expression` (every expression when None) with `message`."""
+    api.services.schedules = ScheduleService(
+        RefusingScheduler(api.scheduler, message, expression),
+        group_name=GROUP,
+        role_arn=ROLE_ARN,
+        target_arn=RUNNER_ARN,
+    )
+
+
+def test_an_expression_scheduler_refuses_is_422_and_leaves_no_job(api):
+    # Given Scheduler refuses an expression our own checks let through
+    refuse(api, "Invalid Schedule Expression cron(0 2 * * ? 2199).")
+    # When a job with it is created
+    body = {"name": "x", "job_type": "demo", "schedule": "cron(0 2 * * ? 2199)"}
+    response = api.call("POST /jobs", body=body)
+    # Then it is the caller's 422 naming Scheduler's reason, and no job is left without its schedule
+    assert response.status == 422
+    assert "Invalid Schedule Expression" in response.message
+    assert response.body["details"] == [
+        {"field": "schedule", "message": "Invalid Schedule Expression cron(0 2 * * ? 2199)."}
+    ]
+    assert api.call("GET /jobs").body["items"] == []
+
+
+def test_a_replacement_scheduler_refuses_is_422_and_restores_the_job(api):
+    # Given a scheduled job, and Scheduler refusing the expression of its replacement
+    job = create(api, schedule="rate(1 hour)")
+    refuse(api, "Invalid Schedule Expression rate(2 hours).", "rate(2 hours)")
+    # When the job is replaced
+    response = api.call(
+        "PUT /jobs/{job_id}",
+        path_params={"job_id": job["job_id"]},
+        body=TWO_HOURS,
+    )
+    # Then 422, and the job and its schedule are as before
+    assert response.status == 422
+    assert api.call("GET /jobs/{job_id}", path_params={"job_id": job["job_id"]}).body == job
+    assert api.schedule(job["job_id"])["ScheduleExpression"] == "rate(1 hour)"
+
+
+def test_scheduler_refusing_the_deployment_is_a_500_that_names_nothing(api):
+    refuse(api, "The execution role you provide must allow AWS EventBridge Scheduler to assume the role.")
+    response = api.call("POST /jobs", body={"name": "x", "job_type": "demo", "schedule": "rate(1 hour)"})
+    assert response.status == 500
+    assert response.body == {
+        "message": "the service is misconfigured; the operator has been alerted",
+        "details": [],
+    }
+    assert api.call("GET /jobs").body["items"] == []
+
+
+ALICE = Caller(user_id="user-alice", email=None, scopes=frozenset(ALL_SCOPES))
+
+
+def put_body(**fields: Any) -> JobIn:
+    return JobIn.model_validate({"name": "nightly backup", "job_type": "demo", **fields})
+
+
+def stored_and_scheduled(api, job_id: str) -> tuple[Any, Any]:
+    """(schedule, timezone, enabled) of the stored job and of its Scheduler schedule; None = none."""
+    response = api.call("GET /jobs/{job_id}", path_params={"job_id": job_id})
+    job = response.body if response.status == 200 else None
+    stored = job and job["schedule"] and (job["schedule"], job["timezone"], job["enabled"])
+    held = api.schedule(job_id)
+    scheduled = held and (
+        held["ScheduleExpression"],
+        held["ScheduleExpressionTimezone"],
+        held["State"] == "ENABLED",
+    )
+    return stored, scheduled
+
+
+TWO_HOURS = {"name": "x", "job_type": "demo", "schedule": "rate(2 hours)"}
+
+
+def test_a_put_overtaken_by_another_put_leaves_the_schedule_of_the_stored_job(api):
+    # Given a scheduled job
+    job = create(api, schedule="rate(1 hour)")
+    real_upsert = api.services.schedules.upsert_job_schedule
+    overtaken: list[bool] = []
+
+    def upsert_after_another_put(**kwargs: Any) -> None:
+        # Another PUT runs to its end between this request's job write and its schedule write
+        if not overtaken:
+            overtaken.append(True)
+            api.services.jobs_service.replace(
+                ALICE, job["job_id"], put_body(schedule="cron(0 3 * * ? *)", timezone="Europe/Berlin")
+            )
+        real_upsert(**kwargs)
+
+    api.services.schedules.upsert_job_schedule = upsert_after_another_put
+    # When alice's PUT writes its (now stale) schedule last
+    response = api.call(
+        "PUT /jobs/{job_id}",
+        path_params={"job_id": job["job_id"]},
+        body=TWO_HOURS,
+    )
+    assert response.status == 200
+    # Then Scheduler holds the schedule of the job as stored: the other PUT's
+    stored, scheduled = stored_and_scheduled(api, job["job_id"])
+    assert stored == scheduled == ("cron(0 3 * * ? *)", "Europe/Berlin", True)
+
+
+def test_a_put_between_the_two_deletes_of_a_delete_leaves_no_schedule(api):
+    job = create(api, schedule="rate(1 hour)")
+    real_delete = api.services.jobs.delete
+    overtaken: list[bool] = []
+
+    def delete_after_a_put(job_id: str) -> None:
+        # A PUT lands after DELETE removed the schedule and before it removes the job
+        if not overtaken:
+            overtaken.append(True)
+            api.services.jobs_service.replace(ALICE, job_id, put_body(schedule="rate(3 hours)"))
+        real_delete(job_id)
+
+    api.services.jobs.delete = delete_after_a_put
+    assert api.call("DELETE /jobs/{job_id}", path_params={"job_id": job["job_id"]}).status == 204
+    assert stored_and_scheduled(api, job["job_id"]) == (None, None)
+
+
+def test_a_delete_before_a_puts_schedule_write_leaves_no_schedule(api):
+    job = create(api, schedule="rate(1 hour)")
+    real_upsert = api.services.schedules.upsert_job_schedule
+    overtaken: list[bool] = []
+
+    def upsert_after_a_delete(**kwargs: Any) -> None:
+        if not overtaken:
+            overtaken.append(True)
+            api.services.jobs_service.delete(ALICE, job["job_id"])
+        real_upsert(**kwargs)
+
+    api.services.schedules.upsert_job_schedule = upsert_after_a_delete
+    api.call(
+        "PUT /jobs/{job_id}",
+        path_params={"job_id": job["job_id"]},
+        body=TWO_HOURS,
+    )
+    assert stored_and_scheduled(api, job["job_id"]) == (None, None)

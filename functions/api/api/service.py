@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from botocore.exceptions import ClientError
 from jobtracker_common import jobtypes
 from jobtracker_common.errors import (
+    ConfigurationError,
     ConflictError,
     DuplicateError,
     NotFoundError,
@@ -61,6 +63,29 @@ class LambdaInvoker:
         self._client.invoke(
             FunctionName=self._function, InvocationType="Event", Payload=json.dumps(payload).encode()
         )
+
+
+def _schedule_state(job: Job | None) -> tuple[str, str, bool] | None:
+    """What of a job its Scheduler schedule reflects (None: no schedule)."""
+    if job is None or job.schedule is None:
+        return None
+    return job.schedule, job.timezone, job.enabled
+
+
+def _scheduler_error(exc: ClientError) -> Exception:
+    """Scheduler's ValidationException about the expression or timezone is the caller's 422
+    (AWS rules our own checks may not know yet); about the role or target it is a deploy bug."""
+    error = exc.response.get("Error", {})
+    message = str(error.get("Message", ""))
+    if error.get("Code") != "ValidationException":
+        return exc
+    if any(word in message.lower() for word in ("role", "arn", "target", "group")):
+        logger.error("Scheduler refused the API's configuration", extra={"reason": message})
+        return ConfigurationError(f"Scheduler refused the configuration: {message}")
+    return ValidationError(
+        f"EventBridge Scheduler refused the schedule: {message}",
+        details=[{"field": "schedule", "message": message}],
+    )
 
 
 def ulid_bounds(start: datetime, end: datetime) -> tuple[str, str]:
@@ -144,10 +169,11 @@ class JobsService:
         )
         self.jobs.create(job)
         try:
-            self._sync_schedule(job)
+            self._reconcile(job.job_id, job)
         except Exception:
             # The job must not exist without the schedule it describes.
-            self.jobs.delete(job.job_id)
+            with contextlib.suppress(NotFoundError):
+                self.jobs.delete(job.job_id)
             raise
         return job
 
@@ -165,10 +191,13 @@ class JobsService:
         seen = current.model_dump(mode="json")["updated_at"]
         self.jobs.replace(job, expected_updated_at=seen)
         try:
-            self._sync_schedule(job)
+            self._reconcile(job.job_id, job)
         except Exception:
-            self.jobs.replace(current, expected_updated_at=job.model_dump(mode="json")["updated_at"])
-            self._sync_schedule(current)
+            # Put the previous definition back, unless someone changed the job meanwhile: their
+            # request reconciles the schedule with what they stored.
+            with contextlib.suppress(ConflictError):
+                self.jobs.replace(current, expected_updated_at=job.model_dump(mode="json")["updated_at"])
+                self._reconcile(current.job_id, current)
             raise
         return job
 
@@ -179,16 +208,42 @@ class JobsService:
         try:
             self.jobs.delete(job.job_id)
         except Exception:
-            self._sync_schedule(job)
+            self._reconcile(job.job_id, job)
             raise
+        # A PUT that wrote between our two deletes may have re-created the schedule.
+        self._reconcile(job.job_id, None)
 
-    def _sync_schedule(self, job: Job) -> None:
-        if job.schedule is None:
-            self.schedules.delete_job_schedule(job.job_id)
-        else:
-            self.schedules.upsert_job_schedule(
-                job_id=job.job_id, expression=job.schedule, timezone=job.timezone, enabled=job.enabled
-            )
+    def _reconcile(self, job_id: str, written: Job | None, *, rounds: int = 5) -> None:
+        """Make the Scheduler schedule match the job as stored NOW, not just as this request wrote it.
+
+        Two requests on one job interleave (A writes the job, B writes it and its schedule, A then
+        writes its stale schedule). So after each schedule write, re-read the job and write again
+        if it differs. The last request to write Scheduler has read the job after the last job
+        write, so the schedule ends equal to the stored job.
+        """
+        expected = written
+        for _ in range(rounds):
+            self._sync_schedule(job_id, expected)
+            try:
+                stored: Job | None = self.jobs.get(job_id)
+            except NotFoundError:
+                stored = None
+            if _schedule_state(stored) == _schedule_state(expected):
+                return
+            expected = stored
+        # Only reachable if the job changes on every round; each of those writers reconciles too.
+        logger.warning("job kept changing while its schedule was written", extra={"job_id": job_id})
+
+    def _sync_schedule(self, job_id: str, job: Job | None) -> None:
+        try:
+            if job is None or job.schedule is None:
+                self.schedules.delete_job_schedule(job_id)
+            else:
+                self.schedules.upsert_job_schedule(
+                    job_id=job_id, expression=job.schedule, timezone=job.timezone, enabled=job.enabled
+                )
+        except ClientError as exc:
+            raise _scheduler_error(exc) from exc
 
     def run_now(self, caller: Caller, job_id: str, idempotency_key: str | None) -> Run:
         """Create the queued run (once per idempotency key) and start the runner asynchronously.
