@@ -109,7 +109,7 @@ def _port_open(url: str) -> bool:
 
 
 @contextmanager
-def running_stack(state_dir: Path, *extra: str) -> Iterator[Stack]:
+def running_stack(state_dir: Path, *extra: str, demo: bool = False) -> Iterator[Stack]:
     """`jobtracker local up` as a child process; stopped with Ctrl-C (SIGINT) like a user would."""
     outbox = state_dir / "outbox"
     log_path = state_dir / "stack.log"
@@ -122,7 +122,7 @@ def running_stack(state_dir: Path, *extra: str) -> Iterator[Stack]:
         "local",
         "up",
         "--api-port=0",
-        "--no-demo",
+        *([] if demo else ["--no-demo"]),
         f"--state-dir={state_dir}",
         f"--outbox={outbox}",
         "--poll-interval=0.1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from jobtracker_local.demo import DEMO_EMAIL, DEMO_SUCCEEDS
 
 from tests.e2e.conftest import Stack, eventually, running_stack
 
@@ -112,6 +114,47 @@ def test_a_one_time_schedule_fires_the_runner_and_is_deleted(stack):
     eventually(
         lambda: not [s for s in scheduler.list_schedules(GroupName=group)["Schedules"] if job_id in s["Name"]]
     )
+
+
+def test_the_demo_stack_answers_the_ready_lines_curl_with_runs_statistics_and_an_email(tmp_path):
+    # Given the stack started with its demo data, as `make run` starts it
+    with running_stack(tmp_path, "--aws-port=0", demo=True) as stack:
+        # When the `curl` of the ready line is run as printed
+        line = eventually(lambda: _ready_curl(stack), timeout=30)
+        args = shlex.split(line)
+        url, header = args[-1], args[args.index("-H") + 1]
+        token_header = dict([header.split(": ", 1)])
+        response = requests.get(url, headers=token_header, timeout=10)
+
+        # Then the demo user is signed in, and sees demo runs, statistics and an email
+        assert response.status_code == 200, response.text
+        assert url == f"{stack.api_url}/job-logs/active"
+
+        def demo_runs() -> set[str]:
+            listed = requests.get(f"{stack.api_url}/job-logs", headers=token_header, timeout=10)
+            return {f"{r['job_id']}:{r['status']}" for r in listed.json()["items"]}
+
+        eventually(lambda: {f"{DEMO_SUCCEEDS}:completed"} & demo_runs(), timeout=60)
+        (email, *_) = eventually(lambda: stack.emails_to(DEMO_EMAIL), timeout=60)
+        assert "Demo: config backup" in str(email["Subject"])
+
+        def completed_today() -> int:
+            stats = requests.get(
+                f"{stack.api_url}/job-logs/statistics",
+                params={"time_period": "day"},
+                headers=token_header,
+                timeout=10,
+            )
+            return int(stats.json()["totals"]["by_status"].get("completed", 0))
+
+        assert eventually(completed_today, timeout=30) >= 1
+
+
+def _ready_curl(stack: Stack) -> str | None:
+    for line in stack.log_path.read_text(errors="replace").splitlines():
+        if line.strip().startswith("curl ") and "Authorization: Bearer" in line:
+            return line.strip()
+    return None
 
 
 def free_port() -> int:
