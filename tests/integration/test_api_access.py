@@ -156,6 +156,52 @@ def test_malformed_bodies(api, route):
     assert response.status == 415
 
 
+#: Routes without a body: a malformed path id, query value or header instead (each a 422).
+MALFORMED: dict[str, dict[str, Any]] = {
+    "GET /job-logs/active": {"query": {"limit": "5"}},  # takes no parameters at all
+    "GET /job-logs/statistics": {"query": {"time_period": "year"}},
+    "GET /job-logs": {"query": {"status": "exploded"}},
+    "GET /job-logs/{run_id}": {"path_params": {"run_id": "../../jobs"}},
+    "GET /job-logs/{run_id}/entries": {"query": {"limit": "0"}},
+    "POST /job-logs/{run_id}/cancel": {"path_params": {"run_id": "not-a-run"}},
+    "DELETE /job-logs/{run_id}": {"path_params": {"run_id": "X" * 27}},
+    "GET /jobs": {"query": {"limit": "many"}},
+    "GET /jobs/{job_id}": {"path_params": {"job_id": "short"}},
+    "DELETE /jobs/{job_id}": {"path_params": {"job_id": "0" * 25 + "!"}},
+    "POST /jobs/{job_id}/run": {"headers": {"Idempotency-Key": "has spaces"}},
+    "GET /users/me": {"query": {"user_id": "user-bob"}},
+    "GET /users/me/notification-preferences": {"query": {"user_id": "user-bob"}},
+    "GET /users/{user_id}/notification-preferences": {"path_params": {"user_id": "u" * 300}},
+}
+
+
+def test_every_route_without_a_body_has_a_malformed_case():
+    assert set(MALFORMED) == {r.key for r in ROUTES if r.body is None}
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.body is None], ids=lambda r: r.key)
+def test_malformed_requests_without_a_body_are_422_and_change_nothing(api, route):
+    # Given alice's job, finished run and running run
+    resources = alices_resources(api)
+    bad = MALFORMED[route.key]
+    # When she sends the route a malformed id, query value or header
+    response = api.call(
+        route.key,
+        path_params={**params_for(route, resources), **bad.get("path_params", {})},
+        query=bad.get("query"),
+        headers=bad.get("headers"),
+    )
+    # Then 422 naming the problem, and nothing happened
+    assert response.status == 422, response.body
+    assert response.message.startswith(("request is invalid", "unknown query parameter"))
+    assert response.body["details"]
+    assert api.call("GET /jobs/{job_id}", path_params={"job_id": resources["job"]}).status == 200
+    assert api.call("GET /job-logs/{run_id}", path_params={"run_id": resources["run"]}).status == 200
+    active = api.call("GET /job-logs/{run_id}", path_params={"run_id": resources["active_run"]})
+    assert active.body["cancel_requested"] is False
+    assert api.invoker.payloads == []
+
+
 def test_authorization_is_decided_before_validation(api):
     # A malformed body without a token: 401, not 400 (who may ask comes before what was asked)
     assert api.call("POST /jobs", user=None, body="{").status == 401

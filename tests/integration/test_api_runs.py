@@ -214,7 +214,11 @@ def test_cancel_running_run_asks_it_to_stop(api):
     assert api.services.runs.is_cancel_requested(run.run_id)
 
 
-@pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED])
+TERMINAL = [s for s in RunStatus if s.is_terminal]
+ACTIVE = [s for s in RunStatus if s.is_active]
+
+
+@pytest.mark.parametrize("status", TERMINAL, ids=str)
 def test_cancel_finished_run_is_409(api, status):
     run = make_run(api.services.runs, status=status)
     response = api.call("POST /job-logs/{run_id}/cancel", path_params={"run_id": run.run_id})
@@ -222,8 +226,9 @@ def test_cancel_finished_run_is_409(api, status):
     assert status.value in response.message
 
 
-def test_delete_finished_run_removes_it_and_its_entries(api):
-    run = make_run(api.services.runs, logs=60)
+@pytest.mark.parametrize("status", TERMINAL, ids=str)
+def test_delete_finished_run_removes_it_and_its_entries(api, status):
+    run = make_run(api.services.runs, status=status, logs=60)
     path = {"run_id": run.run_id}
     assert api.call("DELETE /job-logs/{run_id}", path_params=path).status == 204
     assert api.call("GET /job-logs/{run_id}", path_params=path).status == 404
@@ -235,11 +240,14 @@ def test_delete_finished_run_removes_it_and_its_entries(api):
     assert left["Items"] == []
 
 
-def test_delete_active_run_is_409(api):
-    run = make_run(api.services.runs, status=RunStatus.RUNNING)
+@pytest.mark.parametrize("status", ACTIVE, ids=str)
+def test_delete_active_run_is_409(api, status):
+    run = make_run(api.services.runs, status=status)
     response = api.call("DELETE /job-logs/{run_id}", path_params={"run_id": run.run_id})
     assert response.status == 409
-    assert api.call("GET /job-logs/{run_id}", path_params={"run_id": run.run_id}).status == 200
+    assert status.value in response.message
+    after = api.call("GET /job-logs/{run_id}", path_params={"run_id": run.run_id})
+    assert (after.status, after.body["status"]) == (200, status.value)
 
 
 def test_unknown_run_is_404(api):
