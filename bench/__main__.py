@@ -40,6 +40,7 @@ def _benchmarks(args: argparse.Namespace) -> dict[str, Callable[[], list[Row]]]:
         from bench import local_stack
 
         benches["e2e"] = lambda: local_stack.end_to_end_latency(args.e2e_runs)
+        benches["startup"] = local_stack.fresh_clone_startup
         benches["api"] = lambda: local_stack.api_under_load(args.api_duration, args.api_clients)
     except ImportError:
         pass

@@ -2,6 +2,8 @@
 
 - End-to-end latency: jobs with one-time `at()` schedules, created through the API; the time
   from each schedule's fire time to its email's .eml file in the outbox (file mtime).
+- Fresh clone: `make run`'s command in a new `git clone` (dependencies installed, nothing of the
+  project compiled, no `.local/`): the time to the ready line and to the first demo email.
 - API under load: N concurrent clients for D seconds on `/job-logs/active` and
   `/job-logs/statistics` through the local gateway (JWT verified, scopes enforced), beside the
   same requests made to the API handler in-process (moto in-process, same kind of data).
@@ -33,6 +35,9 @@ from bench.common import ROOT, Row, median, module_exists, not_measured, percent
 
 SCOPES = ["read:job_logs", "read:jobs", "write:jobs", "write:job_logs"]
 P50_TARGET = 3.0
+READY_TARGET = 60.0
+FIRST_EMAIL_TARGET = 120.0
+READY_LINE = "jobtracker local stack ready"
 ROUTES = ("/job-logs/active", "/job-logs/statistics?time_period=day")
 
 
@@ -159,6 +164,91 @@ def end_to_end_latency(runs: int = 20, spacing: float = 1.5) -> list[Row]:
             f"p95 {p95:.2f} s, min {min(values, default=0):.2f} s, max {max(values, default=0):.2f} s; "
             f"{missing} email(s) missing; defaults of `make run` (0.25 s polls, 1 s batching windows)",
         )
+    ]
+
+
+def fresh_clone_startup(timeout: float = 180.0) -> list[Row]:
+    """`make run` on a fresh clone: seconds to the ready line, and to the first demo email.
+
+    The clone runs with the installed environment (what `make install` leaves) but its own
+    code: its source roots come first on sys.path (the editable install's finder comes after
+    them), so none of the project is compiled yet, there are no keys and no `.local/`, and the
+    state and outbox land in the clone, which shows it ran its own code. Free ports instead of
+    3000/4566 (a benchmark must not take fixed ports); the demo data is on, as in `make run`.
+    """
+    ready_label = "local stack: fresh clone, `make run` to ready line"
+    email_label = "local stack: fresh clone, `make run` to first demo email"
+    if not module_exists("jobtracker_local.stack"):
+        why = "local stack not there yet"
+        return [
+            not_measured(ready_label, f"< {READY_TARGET:g} s", why, "s"),
+            not_measured(email_label, f"< {FIRST_EMAIL_TARGET:g} s", why, "s"),
+        ]
+    import tomllib
+
+    with tempfile.TemporaryDirectory(prefix="jobtracker-clone-") as tmp:
+        clone = Path(tmp) / "jobtracker"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
+        roots = tomllib.loads((clone / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"][
+            "pythonpath"
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["PYTHONPATH"] = os.pathsep.join(str(clone / root) for root in roots if root != ".")
+        log_path = Path(tmp) / "stack.log"
+        outbox = clone / ".local" / "outbox"
+        command = [
+            sys.executable,
+            "-m",
+            "jobtracker_local.cli",
+            "local",
+            "up",
+            "--api-port=0",
+            "--aws-port=0",
+        ]
+        began = time.time()
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=clone)
+        ready: float | None = None
+        email: float | None = None
+        try:
+            while time.time() - began < timeout and process.poll() is None and email is None:
+                if ready is None and READY_LINE in log_path.read_text(errors="replace"):
+                    ready = time.time() - began
+                sent = sorted(outbox.glob("*.eml")) if outbox.exists() else []
+                if sent:
+                    email = min(path.stat().st_mtime for path in sent) - began
+                time.sleep(0.05)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                code = process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+        tail = log_path.read_text(errors="replace")
+    stopped = (
+        "stopped cleanly on SIGINT" if code == 0 and "stopped." in tail else f"exit code {code} on SIGINT"
+    )
+    note = f"wall time from the command to the line, imports included; {stopped}"
+    return [
+        Row(
+            ready_label,
+            round(ready, 1) if ready is not None else None,
+            "s",
+            f"< {READY_TARGET:g} s",
+            ready is not None and ready < READY_TARGET,
+            note if ready is not None else f"no ready line in {timeout:g} s: {tail[-300:]!r}",
+        ),
+        Row(
+            email_label,
+            round(email, 1) if email is not None else None,
+            "s",
+            f"< {FIRST_EMAIL_TARGET:g} s",
+            email is not None and email < FIRST_EMAIL_TARGET,
+            "from the command to the first .eml in the clone's .local/outbox/ (file mtime)"
+            if email is not None
+            else f"no email in {timeout:g} s",
+        ),
     ]
 
 
