@@ -83,13 +83,28 @@ def test_provisioning_creates_exactly_the_templates_resources(
     )
     groups = {g["Name"] for g in aws_client("scheduler", endpoint).list_schedule_groups()["ScheduleGroups"]}
     assert {provisioned.refs[g] for g in of_type(template_doc, "AWS::Scheduler::ScheduleGroup")} <= groups
-    # And every ScheduleV2 event of the template is a schedule, with the template's expression
+    # And the schedules are exactly the template's ScheduleV2 events, with their expressions and targets
     schedules = aws_client("scheduler", endpoint)
-    for fn, res in of_type(template_doc, "AWS::Serverless::Function").items():
-        for event_id, event in res["Properties"].get("Events", {}).items():
-            if event["Type"] == "ScheduleV2":
-                schedule = schedules.get_schedule(Name=f"{fn}{event_id}", GroupName="default")
-                assert schedule["ScheduleExpression"] == event["Properties"]["ScheduleExpression"]
+    expected = {
+        f"{fn}{event_id}": (fn, event["Properties"])
+        for fn, res in of_type(template_doc, "AWS::Serverless::Function").items()
+        for event_id, event in res["Properties"].get("Events", {}).items()
+        if event["Type"] == "ScheduleV2"
+    }
+    assert expected
+    created = {s["Name"] for s in schedules.list_schedules()["Schedules"]}
+    assert created == set(expected)
+    for name, (fn, props) in expected.items():
+        schedule = schedules.get_schedule(Name=name, GroupName="default")
+        assert schedule["ScheduleExpression"] == props["ScheduleExpression"]
+        assert schedule["Target"]["Arn"] == provisioned.attrs[f"{fn}.Arn"]
+        assert (
+            schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"]
+            == (props["RetryPolicy"]["MaximumRetryAttempts"])
+        )
+    # And the only SES identity is the template's sender
+    identities = aws_client("sesv2", endpoint).list_email_identities()["EmailIdentities"]
+    assert [i["IdentityName"] for i in identities] == [template_doc["Parameters"]["SenderEmail"]["Default"]]
 
 
 @pytest.mark.parametrize(("tracing", "disabled"), [("true", "false"), ("false", "true")])
