@@ -58,12 +58,20 @@ MailSource = Callable[[], list[SentMail]]
 
 
 def in_process_moto(account: str, region: str) -> MailSource:
+    """Mail sent since the previous read: moto's list only grows, and converting all of it on
+    every poll would make the outbox slower the longer the stack runs."""
+    read_so_far = [0]
+
     def read() -> list[SentMail]:
         from moto.ses.models import ses_backends
 
-        backend = ses_backends[account][region]
+        sent = ses_backends[account][region].sent_messages
+        if len(sent) < read_so_far[0]:  # the backend was reset
+            read_so_far[0] = 0
+        new = list(sent[read_so_far[0] :])
+        read_so_far[0] += len(new)
         out = []
-        for message in list(backend.sent_messages):
+        for message in new:
             raw = getattr(message, "raw_data", None)
             if raw is not None:
                 out.append(SentMail(message.id, raw=raw))

@@ -94,3 +94,26 @@ def test_each_sent_email_is_written_to_the_outbox_once(stack, tmp_path):
     assert "backup failed" in message.get_body().get_content()
     # And a restarted outbox does not write it again
     assert Outbox(tmp_path, in_process_moto(stack.account, stack.region)).poll() == []
+
+
+def test_the_in_process_mail_source_reads_only_what_was_sent_since_its_last_read(stack):
+    # Given a source that has read one email
+    sesv2 = aws_client("sesv2", stack.endpoint)
+
+    def send(subject: str) -> None:
+        sesv2.send_email(
+            FromEmailAddress="jobs@example.com",
+            Destination={"ToAddresses": ["ops@example.com"]},
+            Content={"Simple": {"Subject": {"Data": subject}, "Body": {"Text": {"Data": "-"}}}},
+        )
+
+    source = in_process_moto(stack.account, stack.region)
+    send("first")
+    assert [m.subject for m in source()] == ["first"]
+
+    # When another is sent
+    send("second")
+
+    # Then the next read returns that one alone, and the one after nothing
+    assert [m.subject for m in source()] == ["second"]
+    assert source() == []
