@@ -102,3 +102,28 @@ def test_template_builds_for_arm64_with_the_layer(template_doc: dict[str, Any]) 
     archs = template_doc["Globals"]["Function"]["Architectures"]
     layer = template_doc["Resources"]["CommonLayer"]
     assert archs == layer["Properties"]["CompatibleArchitectures"] == [layer["Metadata"]["BuildArchitecture"]]
+
+
+#: Resources someone operating or testing the stack looks up by name or URL.
+OUTPUT_TYPES = {
+    "AWS::DynamoDB::Table",
+    "AWS::SQS::Queue",
+    "AWS::Serverless::Function",
+    "AWS::Logs::LogGroup",
+    "AWS::Scheduler::ScheduleGroup",
+    "AWS::Serverless::HttpApi",
+    "AWS::CloudWatch::Dashboard",
+    "AWS::SNS::Topic",
+    "AWS::Cognito::UserPool",
+    "AWS::Cognito::UserPoolClient",
+    "AWS::Cognito::UserPoolDomain",
+}
+
+
+def test_every_named_resource_is_an_output(template_doc: dict[str, Any]) -> None:
+    # Given the resources a user or a test needs to find after `sam deploy`
+    wanted = {k for k, v in template_doc["Resources"].items() if v["Type"] in OUTPUT_TYPES}
+    # When the outputs are read
+    referenced = gates._references(template_doc["Outputs"])
+    # Then each is in one of them (the stack outputs are the only place to look names up)
+    assert wanted - referenced == set()
