@@ -75,7 +75,19 @@ def substitute(template: str, *, scheduled: datetime, arn: str, attempt: int = 1
     )
 
 
-def _first(fires: list[datetime]) -> datetime | None:
+class NoFireTime(Exception):
+    """A cron expression for which the fire-time library returned nothing."""
+
+
+def _next_of(expression: ScheduleExpression, after: datetime, anchor: datetime | None) -> datetime | None:
+    """The first fire time after `after`; an empty answer for a cron is treated as a failure.
+
+    pyawscron raises or answers nothing for some expressions Scheduler fires. A cron whose
+    explicit years are all past also ends up here; retrying it hourly costs nothing.
+    """
+    fires = expression.next_fire_times(after, 1, anchor=anchor)
+    if not fires and expression.kind == "cron":
+        raise NoFireTime(f"no fire time after {scheduled_time_text(after)}")
     return fires[0] if fires else None
 
 
@@ -251,10 +263,10 @@ class ScheduleEmulator:
         if start is not None and after < start:
             after = start - timedelta(microseconds=1)
         anchor = start or _as_datetime(detail.get("CreationDate")) or after
-        fires = expression.next_fire_times(after, 1, anchor=anchor)
-        if not fires or (end is not None and fires[0] > end):
+        fire = _next_of(expression, after, anchor)
+        if fire is None or (end is not None and fire > end):
             return None
-        return fires[0]
+        return fire
 
     def _fire_schedule(self, detail: dict[str, Any], scheduled: datetime) -> None:
         target = detail["Target"]
@@ -320,11 +332,9 @@ class ScheduleEmulator:
             track = _Track(version, expression, None, rule)
             self._tracks[arn] = track
             # Classic rules are UTC and count rates from when they were (first seen) created.
-            self._plan(arn, track, now, lambda: _first(expression.next_fire_times(now, 1, anchor=now)))
+            self._plan(arn, track, now, lambda: _next_of(expression, now, now))
         current = track
-        if not self._due(
-            arn, current, now, lambda: _first(current.expression.next_fire_times(now, 1, anchor=now))
-        ):
+        if not self._due(arn, current, now, lambda: _next_of(current.expression, now, now)):
             return
         assert track.next_fire is not None
         scheduled = track.next_fire
@@ -332,7 +342,7 @@ class ScheduleEmulator:
             arn,
             track,
             now,
-            lambda: _first(current.expression.next_fire_times(max(scheduled, now), 1, anchor=scheduled)),
+            lambda: _next_of(current.expression, max(scheduled, now), scheduled),
         )
         self.fired.append((arn, scheduled))
         log.info("rule %s fired for %s", arn, scheduled_time_text(scheduled))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from job_runner.events import RuleInvocation, ScheduleInvocation, parse_invocation
-from jobtracker_common.schedules import ScheduleService, job_schedule_name
+from jobtracker_common.schedules import ScheduleExpression, ScheduleService, job_schedule_name
 from jobtracker_local.endpoint import fresh_moto
 from jobtracker_local.resources import LocalResources, aws_client, provision
 from jobtracker_local.scheduler import ScheduleEmulator
@@ -258,3 +258,39 @@ def test_a_classic_rule_whose_fire_time_cannot_be_computed_is_reported_once(stac
     assert calls.to("JobRunnerFunction", stack) == []
     assert calls.to("SweeperFunction", stack) != []
     assert len(uncomputable_logs(caplog, "leap-day")) == 1
+
+
+def test_a_cron_the_library_answers_with_no_fire_time_is_reported_once_and_retried_hourly(
+    stack, caplog, monkeypatch
+):
+    # Given a daily cron, and a fire-time library that answers nothing for it for now
+    clock, calls = Clock(), Invocations()
+    clock.now = datetime(2031, 5, 1, 8, 0, tzinfo=UTC)
+    real = ScheduleExpression.next_fire_times
+    blind = {"on": True}
+
+    def next_fire_times(
+        self: ScheduleExpression, after: datetime, count: int = 3, **kw: Any
+    ) -> list[datetime]:
+        return [] if blind["on"] and self.kind == "cron" else real(self, after, count, **kw)
+
+    monkeypatch.setattr(ScheduleExpression, "next_fire_times", next_fire_times)
+    schedules(stack).upsert_job_schedule(
+        job_id="JDAY", expression="cron(0 9 * * ? *)", timezone="UTC", enabled=True
+    )
+    sim = emulator(stack, clock, calls)
+
+    # When the emulator watches past 09:00, then the library recovers and an hour has passed
+    for minutes in (0, 61, 62):
+        clock.now = datetime(2031, 5, 1, 8, 0, tzinfo=UTC) + timedelta(minutes=minutes)
+        sim.tick()
+    assert calls.to("JobRunnerFunction", stack) == []
+    assert len(uncomputable_logs(caplog, "job-JDAY")) == 1
+    blind["on"] = False
+    clock.now = datetime(2031, 5, 2, 8, 59, tzinfo=UTC)
+    sim.tick()
+    clock.now = datetime(2031, 5, 2, 9, 0, 1, tzinfo=UTC)
+    sim.tick()
+
+    # Then it fires at its next time, once
+    assert [p["scheduled_time"] for p in calls.to("JobRunnerFunction", stack)] == ["2031-05-02T09:00:00Z"]
