@@ -12,10 +12,9 @@ from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobtracker_common import aws
+from jobtracker_common.batch import partial_response, sequence_number
 from jobtracker_common.errors import JobTrackerError
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.observability import metrics as make_metrics
@@ -29,8 +28,6 @@ from tracker.transitions import TransitionTracker
 
 logger = make_logger("tracker")
 metrics = make_metrics("tracker")
-# Every record ends up either processed or in batchItemFailures, even when all of them fail.
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
 @lru_cache(maxsize=1)
@@ -41,7 +38,8 @@ def tracker() -> TransitionTracker:
         StatsRepository(ddb, settings.stats_table_name),
         JobsRepository(ddb, settings.jobs_table_name),
         ScheduleService(
-            aws.client("scheduler"),
+            # Only a failed run with attempts left needs Scheduler: most batches never build it.
+            aws.lazy_client("scheduler"),
             group_name=settings.schedule_group_name,
             role_arn=settings.scheduler_role_arn,
             target_arn=settings.job_runner_arn,
@@ -53,21 +51,22 @@ def tracker() -> TransitionTracker:
 def handle(event: dict[str, Any], context: LambdaContext | None, target: TransitionTracker) -> dict[str, Any]:
     records = event.get("Records") or []
     metrics.add_metric(name="StreamRecordsReceived", unit=MetricUnit.Count, value=len(records))
-    # Statistics of the batch are written together first; Powertools then maps each record's
-    # outcome to the partial batch response (an exception = a batch item failure).
+    # Statistics of the batch are written together first; each record's outcome is then mapped
+    # to the partial batch response (an exception = a batch item failure). Every record ends up
+    # either processed or in batchItemFailures, even when all of them fail.
     outcomes = {
         id(record): outcome for record, outcome in zip(records, target.handle_batch(records), strict=True)
     }
 
-    def record_handler(record: DynamoDBRecord) -> None:
-        outcome = outcomes[id(record.raw_event)]
+    def record_handler(record: dict[str, Any]) -> None:
+        outcome = outcomes[id(record)]
         if isinstance(outcome, Exception):
             reason = outcome.message if isinstance(outcome, JobTrackerError) else str(outcome)
             logger.error(
                 "stream record failed",
                 extra={
                     "reason": reason,
-                    "sequence_number": record.dynamodb and record.dynamodb.sequence_number,
+                    "sequence_number": sequence_number(record),
                 },
             )
             metrics.add_metric(name="TrackerRecordFailures", unit=MetricUnit.Count, value=1)
@@ -77,10 +76,7 @@ def handle(event: dict[str, Any], context: LambdaContext | None, target: Transit
         if outcome.scheduled:
             metrics.add_metric(name="RetriesScheduled", unit=MetricUnit.Count, value=1)
 
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
-    return dict(response)
+    return partial_response(records, record_handler)
 
 
 @metrics.log_metrics

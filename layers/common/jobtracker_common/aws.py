@@ -2,15 +2,23 @@
 
 The endpoint comes from boto3's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` settings,
 so the same code talks to AWS, to moto server or to LocalStack without a code path of its own.
+
+Every client comes from ONE boto3 session per process: a session's loader caches the files
+all clients share (endpoints, partitions, retry and default-config data), so a second client
+costs ~1/3 of the first; a fresh session per client would load them all again.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from boto3.session import Session
 
 #: Standard retry mode retries throttling (ProvisionedThroughputExceeded, Throttling...) with
 #: exponential backoff and jitter; adaptive adds client-side rate limiting under sustained load.
@@ -21,8 +29,38 @@ CLIENT_CONFIG = Config(
     tcp_keepalive=True,
 )
 
+# Sessions are not thread-safe; clients are. Clients are only ever created under this lock.
+_lock = threading.Lock()
+
+
+@cache
+def session() -> Session:
+    return boto3.session.Session()
+
+
+def new_client(service: str, config: Config | None = None) -> Any:
+    """A new client from the process's session (for a client with its own config)."""
+    with _lock:
+        return session().client(service, config=config or CLIENT_CONFIG)  # type: ignore[call-overload]
+
 
 @cache
 def client(service: str) -> Any:
     """A cached boto3 client; typed at the call site with the mypy_boto3 client type."""
-    return boto3.session.Session().client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    return new_client(service)
+
+
+class _LazyClient:
+    """Stands in for a client that most invocations of a function never call (the tracker's
+    Scheduler client: only a failed run with attempts left needs it); built on first use."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(client(self._service), name)
+
+
+def lazy_client(service: str) -> Any:
+    """`client(service)`, created on first attribute access instead of now."""
+    return _LazyClient(service)

@@ -1,0 +1,59 @@
+"""Partial batch responses for stream records: failures by sequence number, nothing dropped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jobtracker_common.batch import partial_response, sequence_number
+
+
+def record(seq: str | None, body: str = "ok") -> dict[str, Any]:
+    data: dict[str, Any] = {"Keys": {"pk": {"S": body}}}
+    if seq is not None:
+        data["SequenceNumber"] = seq
+    return {"eventName": "MODIFY", "dynamodb": data}
+
+
+def fail_on_poison(rec: dict[str, Any]) -> None:
+    if rec["dynamodb"]["Keys"]["pk"]["S"] == "poison":
+        raise RuntimeError("cannot handle")
+
+
+def test_every_record_is_handled_and_only_failures_are_reported() -> None:
+    # Given a batch with one poison record in the middle
+    records = [record("100"), record("200", "poison"), record("300")]
+    seen: list[str | None] = []
+
+    def handler(rec: dict[str, Any]) -> None:
+        seen.append(sequence_number(rec))
+        fail_on_poison(rec)
+
+    # When it is processed
+    response = partial_response(records, handler)
+
+    # Then the records after the failure were still handled, and only the failure is reported
+    assert seen == ["100", "200", "300"]
+    assert response == {"batchItemFailures": [{"itemIdentifier": "200"}]}
+
+
+def test_a_clean_batch_reports_no_failures() -> None:
+    assert partial_response([record("1"), record("2")], fail_on_poison) == {"batchItemFailures": []}
+
+
+def test_an_empty_batch_reports_no_failures() -> None:
+    assert partial_response([], fail_on_poison) == {"batchItemFailures": []}
+
+
+def test_a_batch_that_fails_entirely_is_answered_not_raised() -> None:
+    response = partial_response([record("1", "poison"), record("2", "poison")], fail_on_poison)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]}
+
+
+@pytest.mark.parametrize("broken", [record(None, "poison"), {"eventName": "MODIFY"}])
+def test_a_failed_record_without_sequence_number_fails_the_whole_batch(broken: dict[str, Any]) -> None:
+    # Lambda treats a null itemIdentifier as a failure of the whole batch: retried, never skipped.
+    def handler(rec: dict[str, Any]) -> None:
+        raise RuntimeError("poison")
+
+    assert partial_response([broken], handler) == {"batchItemFailures": [{"itemIdentifier": None}]}
