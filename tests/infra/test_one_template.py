@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from jobtracker_local import gates
 from jobtracker_local.endpoint import moto_server
+from jobtracker_local.gateway import routes_from_template
 from jobtracker_local.resources import LocalResources, aws_client, local_parameters, provision
 from jobtracker_local.template import TEMPLATE_PATH, Template, load_template
 
@@ -118,3 +119,29 @@ def test_tracing_parameter_switches_powertools_tracer_in_every_function(tracing:
         assert resources.environment(function_id)["POWERTOOLS_TRACE_DISABLED"] == disabled
     glob = resources.template.doc["Globals"]["Function"]
     assert resources.resolve(glob["Tracing"]) == ("Active" if tracing == "true" else "PassThrough")
+
+
+def test_local_gateway_routes_are_the_gated_routes(template_doc: dict[str, Any]) -> None:
+    # Given the HTTP API routes and scopes as the gates see them
+    gated = {
+        (event["Properties"]["Method"].upper(), event["Properties"]["Path"]): (
+            fn,
+            tuple(event["Properties"].get("Auth", {}).get("AuthorizationScopes", [])),
+        )
+        for fn, res in of_type(template_doc, "AWS::Serverless::Function").items()
+        for event in res["Properties"].get("Events", {}).values()
+        if event["Type"] == "HttpApi"
+    }
+    # When the local gateway derives its routes
+    local = routes_from_template(LocalResources(load_template(), "http://127.0.0.1:9"))
+    # Then they are the same routes, served by the same functions, with the same scopes
+    assert {(r.method, r.path): (r.function_id, r.scopes) for r in local} == gated
+
+
+def test_local_function_environments_are_the_gated_ones(template_doc: dict[str, Any]) -> None:
+    # The variables each function gets locally are exactly the template's (Globals + its own).
+    resources = LocalResources(load_template(), "http://127.0.0.1:9")
+    glob = template_doc["Globals"]["Function"]["Environment"]["Variables"]
+    for fn, res in of_type(template_doc, "AWS::Serverless::Function").items():
+        own = res["Properties"].get("Environment", {}).get("Variables", {})
+        assert set(resources.environment(fn)) == set(glob) | set(own), fn
