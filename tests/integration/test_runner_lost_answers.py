@@ -12,14 +12,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 from job_runner.service import RunnerService
 from jobtracker_common.errors import ConflictError, DuplicateError
 from jobtracker_common.models import RetryPolicy, RunStatus
 from jobtracker_common.repositories import JobsRepository, RunsRepository
 
 from tests.conftest import load_event
-from tests.support.aws import dynamodb
+from tests.support.aws import REGION, dynamodb
 from tests.support.faults import LostAnswers
 from tests.support.runner import JOB_ID, add_job, counting_job_type, invoke, run_items
 from tests.support.runs import make_run
@@ -229,3 +232,63 @@ def test_transition_whose_answer_is_lost_returns_the_run_it_wrote(aws: Any, loss
     assert lost.count("UpdateItem") == 1
     assert claimed.status is RunStatus.RUNNING and claimed.version == run.version + 1
     assert RunsRepository(aws, "RunsTable").get(run.run_id) == claimed
+
+
+# ---- botocore gives up: the outcome of the write is unknown until the run is read ----------
+@pytest.fixture
+def no_retries(aws: Any) -> Any:
+    """A client on the same tables that never retries (as when botocore's retries run out)."""
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    return boto3.session.Session().client("dynamodb", region_name=REGION, config=config)
+
+
+def test_when_botocore_gives_up_after_the_write_the_runner_still_runs_the_job_once(
+    aws: Any, no_retries: Any, counting_type: list[int]
+) -> None:
+    # Given a runner whose create, claim and finish answers are lost and never retried
+    add_job(JobsRepository(aws, "JobsTable"), "counting", {"sleep": 0})
+    lost = LostAnswers(no_retries, {"PutItem", "UpdateItem"})
+    # When the scheduler delivers the run
+    result = invoke(runner_on(no_retries), load_event("job_runner/schedule.json"))
+    # Then a read of the run showed each write was applied: the job ran once and completed
+    assert lost.count("PutItem") == 1 and lost.count("UpdateItem") == 1
+    assert result["status"] == "completed" and not result.get("duplicate")
+    assert counting_type == [1]
+    assert [i["status"]["S"] for i in run_items(aws)] == ["completed"]
+
+
+def test_when_botocore_gives_up_before_the_write_the_error_is_reported(aws: Any, no_retries: Any) -> None:
+    # Given a client whose create times out before it reaches the table, and no retries
+    LostAnswers(no_retries, {"PutItem"}, applied=False)
+    # When a run is created
+    # Then the caller hears the timeout (the write did not happen), and the table has no run
+    with pytest.raises(ReadTimeoutError):
+        make_run(RunsRepository(no_retries, "RunsTable"), status=RunStatus.RUNNING)
+    assert run_items(aws) == []
+
+
+def test_when_botocore_gives_up_on_a_true_duplicate_it_is_still_a_duplicate(
+    aws: Any, no_retries: Any
+) -> None:
+    # Given a run already created by its first delivery
+    first = make_run(RunsRepository(aws, "RunsTable"), status=RunStatus.RUNNING)
+    # When a second delivery creates it again and that refused write's answer is lost unretried
+    LostAnswers(no_retries, {"PutItem"})
+    # Then the read that settles it finds someone else's run: a duplicate, not an error
+    with pytest.raises(DuplicateError):
+        RunsRepository(no_retries, "RunsTable").create(first)
+
+
+def test_when_botocore_gives_up_on_a_transition_that_never_arrived_the_error_is_reported(
+    aws: Any, no_retries: Any
+) -> None:
+    # Given a queued run, and a claim that times out before reaching the table, unretried
+    run = make_run(RunsRepository(aws, "RunsTable"), status=RunStatus.QUEUED)
+    LostAnswers(no_retries, {"UpdateItem"}, applied=False)
+    # When it is claimed
+    # Then the caller hears the timeout (not a conflict: nobody else moved the run)
+    with pytest.raises(ReadTimeoutError):
+        RunsRepository(no_retries, "RunsTable").transition(
+            run, RunStatus.RUNNING, started_at=datetime.now(UTC)
+        )
+    assert RunsRepository(aws, "RunsTable").get(run.run_id) == run

@@ -16,6 +16,7 @@ class LostAnswers:
     Only the first attempt of each distinct request is lost (a retry re-sends the identical
     body), so the call ends with whatever the service answers the retry. `before_loss` runs
     after the write was applied and before the caller hears anything (to interleave a rival).
+    With `applied=False` the request times out before it reaches moto (nothing is written).
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class LostAnswers:
         *,
         limit: int | None = None,
         before_loss: Callable[[str], None] | None = None,
+        applied: bool = True,
     ) -> None:
         self.client = client
         self.operations = frozenset(operations)
@@ -34,8 +36,12 @@ class LostAnswers:
         self._seen: set[tuple[str, bytes]] = set()
         self._lock = threading.Lock()
         # botocore calls the most specific handlers first; moto's stubber listens on the generic
-        # `before-send`, so only the last handler on that same event runs after moto applied it.
-        client.meta.events.register_last("before-send", self._after_send)
+        # `before-send`, so only the last handler on that same event runs after moto applied it
+        # (and the first one before moto sees the request).
+        if applied:
+            client.meta.events.register_last("before-send", self._after_send)
+        else:
+            client.meta.events.register_first("before-send", self._after_send)
 
     def detach(self) -> None:
         self.client.meta.events.unregister("before-send", self._after_send)

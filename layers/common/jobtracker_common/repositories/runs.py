@@ -13,7 +13,9 @@ Every conditional write of a run (create, transition) also sets `write_id`, fres
 When DynamoDB applied a write but its answer was lost (5xx, dropped connection), botocore
 retries and the retry fails its own condition; the item returned with the failure
 (`ReturnValuesOnConditionCheckFailure=ALL_OLD`) then carries our write id, and the write is
-reported as done instead of as a duplicate or a conflict.
+reported as done instead of as a duplicate or a conflict. When botocore gives up instead (an
+error that may come after the write, retries exhausted), one consistent read of the run decides:
+our write id (applied), an item the write's condition would refuse (refused), else the error.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from __future__ import annotations
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
 from jobtracker_common.errors import (
@@ -61,6 +63,10 @@ def run_key(run_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": META}}
 
 
+def _marker_key(dedupe_key: str) -> dict[str, Any]:
+    return {"pk": {"S": f"DEDUPE#{dedupe_key}"}, "sk": {"S": META}}
+
+
 def active_shard(run_id: str, shards: int) -> str:
     return f"ACTIVE#{zlib.crc32(run_id.encode()) % shards}"
 
@@ -72,9 +78,16 @@ def _written_by(exc: ClientError, write_id: str) -> bool:
     return any(item and item.get(WRITE_ID) == {"S": write_id} for item in items)
 
 
-def _condition_failed(exc: ClientError) -> bool:
+def _maybe_applied(exc: Exception) -> bool:
+    """An error that may have come after DynamoDB applied the write (5xx, answer timed out)."""
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+    return isinstance(exc, ReadTimeoutError | ConnectionClosedError)
+
+
+def _condition_failed(exc: Exception) -> bool:
     """A conditional failure proper (a cancelled transaction only if a condition cancelled it)."""
-    reasons = getattr(exc, "response", {}).get("CancellationReasons")
+    reasons = (getattr(exc, "response", None) or {}).get("CancellationReasons")
     return reasons is None or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
 
 
@@ -111,7 +124,8 @@ class RunsRepository:
         """
         write_id = uuid.uuid4().hex
         item = {**self._to_item(run), WRITE_ID: {"S": write_id}}
-        try:
+
+        def write() -> None:
             if dedupe_key is None:
                 self._client.put_item(
                     TableName=self._table,
@@ -150,26 +164,71 @@ class RunsRepository:
                         },
                     ]
                 )
+
+        # With a marker, the marker decides: a repeated request made a run under another id.
+        key = run_key(run.run_id) if dedupe_key is None else _marker_key(dedupe_key)
+        refused = self._conditional_write(write, key, write_id, refuses=lambda found: found is not None)
+        if refused is None:
+            return run
+        if not _condition_failed(refused):
+            # e.g. TransactionConflict with a concurrent transaction on the same items:
+            # nothing was written and nobody is known to have won yet.
+            raise TransientError(f"run {run.run_id} not created: {refused}") from refused
+        existing = run.run_id if dedupe_key is None else self._dedupe_target(dedupe_key) or run.run_id
+        raise DuplicateError(
+            f"delivery already accepted as run {existing}", existing_id=existing
+        ) from refused
+
+    def _conditional_write(
+        self,
+        write: Callable[[], None],
+        key: dict[str, Any],
+        write_id: str,
+        *,
+        refuses: Callable[[dict[str, Any] | None], bool],
+    ) -> Exception | None:
+        """Perform a write that sets `write_id` on the item at `key`: None once it is applied
+        (also when only its answer was lost), else the failure that refused it. `refuses(item)`
+        is the write's condition failing on that item as read; other errors propagate."""
+        try:
+            write()
         except ClientError as exc:
-            if not is_conditional_failure(exc):
+            if is_conditional_failure(exc):
+                return None if _written_by(exc, write_id) else exc
+            if not _maybe_applied(exc):
                 raise
-            if _written_by(exc, write_id):
-                return run  # our first attempt wrote it; only its answer was lost
-            if not _condition_failed(exc):
-                # e.g. TransactionConflict with a concurrent transaction on the same items:
-                # nothing was written and nobody is known to have won yet.
-                raise TransientError(f"run {run.run_id} not created: {exc}") from exc
-            existing = run.run_id if dedupe_key is None else self._dedupe_target(dedupe_key) or run.run_id
-            raise DuplicateError(
-                f"delivery already accepted as run {existing}", existing_id=existing
-            ) from exc
-        return run
+            return self._settle(exc, key, write_id, refuses)
+        except (ReadTimeoutError, ConnectionClosedError) as exc:
+            return self._settle(exc, key, write_id, refuses)
+        return None
+
+    def _settle(
+        self,
+        exc: Exception,
+        key: dict[str, Any],
+        write_id: str,
+        refuses: Callable[[dict[str, Any] | None], bool],
+    ) -> Exception | None:
+        """botocore gave up on a write that may have been applied: read its item once."""
+        try:
+            item = self._client.get_item(
+                TableName=self._table,
+                Key=key,
+                ConsistentRead=True,
+                ProjectionExpression="#w, #s, #v",
+                ExpressionAttributeNames={"#w": WRITE_ID, "#s": "status", "#v": "version"},
+            ).get("Item")
+        except (ClientError, BotoCoreError):
+            raise exc from None  # still unknown: report the write's own error
+        if item is not None and item.get(WRITE_ID) == {"S": write_id}:
+            return None
+        if refuses(item):
+            return exc
+        raise exc  # not applied, and nothing stands in its way: a later retry may succeed
 
     def _dedupe_target(self, dedupe_key: str) -> str | None:
         response = self._client.get_item(
-            TableName=self._table,
-            Key={"pk": {"S": f"DEDUPE#{dedupe_key}"}, "sk": {"S": META}},
-            ConsistentRead=True,
+            TableName=self._table, Key=_marker_key(dedupe_key), ConsistentRead=True
         )
         item = response.get("Item")
         return item["run_id"]["S"] if item else None
@@ -225,7 +284,8 @@ class RunsRepository:
         expression = "SET " + ", ".join(sets)
         if removes:
             expression += " REMOVE " + ", ".join(removes)
-        try:
+
+        def write() -> None:
             self._client.update_item(
                 TableName=self._table,
                 Key=run_key(run.run_id),
@@ -235,15 +295,20 @@ class RunsRepository:
                 ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as exc:
-            if is_conditional_failure(exc):
-                if _written_by(exc, write_id):
-                    return updated  # our first attempt applied it; only its answer was lost
-                raise ConflictError(
-                    f"run {run.run_id} changed since version {run.version} ({run.status.value}); "
-                    f"transition to {new_status.value} rejected"
-                ) from exc
-            raise
+
+        def refuses(item: dict[str, Any] | None) -> bool:
+            return (
+                item is None
+                or item.get("status") != values[":prev_status"]
+                or (item.get("version") != values[":prev_version"])
+            )
+
+        refused = self._conditional_write(write, run_key(run.run_id), write_id, refuses=refuses)
+        if refused is not None:
+            raise ConflictError(
+                f"run {run.run_id} changed since version {run.version} ({run.status.value}); "
+                f"transition to {new_status.value} rejected"
+            ) from refused
         return updated
 
     def request_cancel(self, run_id: str) -> None:
