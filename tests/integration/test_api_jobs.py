@@ -493,3 +493,21 @@ def test_a_delete_before_a_puts_schedule_write_leaves_no_schedule(api):
         body=TWO_HOURS,
     )
     assert stored_and_scheduled(api, job["job_id"]) == (None, None)
+
+
+def test_a_key_whose_run_was_deleted_is_409_not_404(api):
+    # Given a manual run made with a key, finished and then deleted
+    job = create(api)
+    path = {"job_id": job["job_id"]}
+    first = api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "k"})
+    run = api.services.runs.get(first.body["run_id"])
+    api.services.runs.transition(run, RunStatus.CANCELED)
+    assert api.call("DELETE /job-logs/{run_id}", path_params={"run_id": run.run_id}).status == 204
+    # When the key is sent again
+    again = api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "k"})
+    # Then 409 (the job exists; the key is spent), and a new key runs the job
+    assert again.status == 409
+    assert "new key" in again.message
+    assert (
+        api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "k2"}).status == 202
+    )

@@ -279,7 +279,14 @@ class JobsService:
         except DuplicateError as dup:
             # A retried request: same run. Invoking again is harmless (the runner claims a
             # queued run once) and covers a first attempt whose invoke was lost.
-            run = self.runs.get(dup.existing_id)
+            try:
+                run = self.runs.get(dup.existing_id)
+            except NotFoundError as gone:
+                # The key's marker outlives a deleted run (it expires by TTL): not a missing job.
+                raise ConflictError(
+                    f"Idempotency-Key {idempotency_key!r} was used for run {dup.existing_id}, "
+                    "which has been deleted; use a new key"
+                ) from gone
             if run.status is not RunStatus.QUEUED:
                 return run
         payload = {
