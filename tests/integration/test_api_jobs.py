@@ -511,3 +511,38 @@ def test_a_key_whose_run_was_deleted_is_409_not_404(api):
     assert (
         api.call("POST /jobs/{job_id}/run", path_params=path, headers={"Idempotency-Key": "k2"}).status == 202
     )
+
+
+def test_a_put_keeps_the_last_run_the_tracker_recorded_meanwhile(api):
+    # Given a job whose run finishes (tracker: record_last_run) between the PUT's read and write
+    job = create(api, schedule="rate(1 hour)")
+    real_get = api.services.jobs.get
+    recorded: list[bool] = []
+
+    def get_then_record(job_id: str) -> Any:
+        current = real_get(job_id)
+        if not recorded:
+            recorded.append(api.services.jobs.record_last_run(job_id, "01" + "R" * 24, RunStatus.FAILED))
+        return current
+
+    api.services.jobs.get = get_then_record
+    # When the job is replaced
+    response = api.call("PUT /jobs/{job_id}", path_params={"job_id": job["job_id"]}, body=TWO_HOURS)
+    api.services.jobs.get = real_get
+    # Then the new definition is stored and the last run is not rolled back
+    assert response.status == 200
+    stored = api.call("GET /jobs/{job_id}", path_params={"job_id": job["job_id"]}).body
+    assert (stored["schedule"], stored["last_run_id"], stored["last_run_status"]) == (
+        "rate(2 hours)",
+        "01" + "R" * 24,
+        "failed",
+    )
+
+
+def test_a_put_removes_the_optional_fields_it_leaves_out(api):
+    job = create(api, schedule="rate(1 hour)", target="edge-1")
+    path = {"job_id": job["job_id"]}
+    api.call("PUT /jobs/{job_id}", path_params=path, body={"name": "x", "job_type": "demo"})
+    stored = api.call("GET /jobs/{job_id}", path_params=path).body
+    assert (stored["schedule"], stored["target"], stored["name"]) == (None, None, "x")
+    assert api.schedule(job["job_id"]) is None

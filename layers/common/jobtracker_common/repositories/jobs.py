@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 OWNER_INDEX = "by-owner"
+#: Written only by `record_last_run` (the tracker), never by a definition change.
+_TRACKER_FIELDS = ("last_run_id", "last_run_status")
 
 
 class JobsRepository:
@@ -44,13 +46,29 @@ class JobsRepository:
         return job
 
     def replace(self, job: Job, *, expected_updated_at: str) -> Job:
-        """Overwrite a job, but only if nobody changed it since it was read (optimistic lock)."""
+        """Overwrite a job's definition, but only if nobody changed it since it was read
+        (optimistic lock). The tracker's `last_run_*` are left as stored: they change without
+        `updated_at`, so writing the values read earlier could roll a newer last run back."""
+        item = to_item(job.model_dump(mode="json"))
+        fields = [f for f in Job.model_fields if f not in ("job_id", *_TRACKER_FIELDS)]
+        names = {f"#f{i}": field for i, field in enumerate(fields)}
+        values: dict[str, Any] = {":seen": {"S": expected_updated_at}}
+        sets, removes = [], []
+        for i, field in enumerate(fields):
+            if field in item:
+                sets.append(f"#f{i} = :v{i}")
+                values[f":v{i}"] = item[field]
+            else:
+                removes.append(f"#f{i}")
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         try:
-            self._client.put_item(
+            self._client.update_item(
                 TableName=self._table,
-                Item=to_item(job.model_dump(mode="json")),
+                Key={"job_id": {"S": job.job_id}},
+                UpdateExpression=update,
                 ConditionExpression="attribute_exists(job_id) AND updated_at = :seen",
-                ExpressionAttributeValues={":seen": {"S": expected_updated_at}},
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
