@@ -18,9 +18,9 @@ from jobtracker_common.repositories.notifications import NotificationsRepository
 from jobtracker_common.repositories.users import UsersRepository
 from jobtracker_common.settings import load_settings
 
-from notifier.events import parse_record
+from notifier.events import RunEvent, parse_record
 from notifier.sender import Budget, SesSender
-from notifier.service import NotifierService
+from notifier.service import NotifierService, UnrecordedSendsError
 from notifier.settings import NotifierSettings
 
 if TYPE_CHECKING:
@@ -67,33 +67,58 @@ def handle(event: dict[str, Any], context: LambdaContext, notifier: NotifierServ
     # Always answer with a partial response, even when every record failed: the failures name
     # exactly what to retry, so there is nothing for a function error (and bisection) to add.
     processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+    # Parsed once up front: the batch needs every recipient before the first record is served.
+    parsed = {_seq_of(raw): _parse(raw) for raw in event.get("Records", [])}
 
     def record_handler(record: DynamoDBRecord) -> None:
-        try:
-            run_event = parse_record(record.raw_event)
-        except ValidationError as exc:
+        seq = _seq(record)
+        run_event = parsed[seq] if seq in parsed else _parse(record.raw_event)
+        if isinstance(run_event, ValidationError):
+            exc = run_event
             # A run image that cannot be parsed will never parse: log + metric (alarmed), no retry.
-            logger.error("unparseable run image", extra={"reason": exc.message, "seq": _seq(record)})
+            logger.error("unparseable run image", extra={"reason": exc.message, "seq": seq})
             metrics.add_metric(name="RejectedRecords", unit=MetricUnit.Count, value=1)
             return
         if run_event is None:
             return
         try:
-            outcomes = notifier.notify(run_event, budget)
+            outcomes = notifier.notify(run_event, budget, batch)
         except Exception:
             logger.exception(
                 "notification delivery incomplete; record reported as a batch item failure",
-                extra={"run_id": run_event.run.run_id, "event": run_event.event.value, "seq": _seq(record)},
+                extra={"run_id": run_event.run.run_id, "event": run_event.event.value, "seq": seq},
             )
             metrics.add_metric(name="FailedRecords", unit=MetricUnit.Count, value=1)
             raise
         for outcome in outcomes.values():
             metrics.add_metric(name=f"Notifications_{outcome.value}", unit=MetricUnit.Count, value=1)
 
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
-    return dict(response)
+    response: dict[str, Any] = {}
+    try:
+        with notifier.batch(e for e in parsed.values() if isinstance(e, RunEvent)) as batch:
+            response = dict(
+                process_partial_response(
+                    event=event, record_handler=record_handler, processor=processor, context=context
+                )
+            )
+    except UnrecordedSendsError as exc:
+        # The emails went out and their claims forbid a resend, so a retry would change nothing:
+        # the sweep records them `unconfirmed` once the lease has expired.
+        logger.error("sent emails whose outcome could not be recorded", extra={"keys": exc.keys[:50]})
+        metrics.add_metric(name="UnrecordedSends", unit=MetricUnit.Count, value=len(exc.keys))
+    return response
+
+
+def _parse(raw: dict[str, Any]) -> RunEvent | ValidationError | None:
+    try:
+        return parse_record(raw)
+    except ValidationError as exc:
+        return exc
+
+
+def _seq_of(raw: dict[str, Any]) -> str | None:
+    seq = raw.get("dynamodb", {}).get("SequenceNumber")
+    return str(seq) if seq is not None else None
 
 
 def _seq(record: DynamoDBRecord) -> str | None:

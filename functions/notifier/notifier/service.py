@@ -8,6 +8,8 @@ the guard (see `jobtracker_common.repositories.notifications`):
    worker can win; replays and duplicates find the record and stop.
 2. send — one SES call (throttling retried inside the time budget).
 3. record — `sent` (with the SES message id) / `failed_permanent`, conditional on the token.
+   Inside `batch()` (the stream handler) a fresh claim's `sent` is instead written whole with
+   the other sent records of the batch, 25 per BatchWriteItem (see `SendBatch`).
 
 A crash between 2 and 3 leaves the record `sending`; it is never claimed again, so it is never
 re-sent: once its lease expires the sweep records it as `unconfirmed` (metric + log). The price
@@ -18,12 +20,15 @@ loses that one email — visible as `unconfirmed`, never silent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
-from jobtracker_common.errors import PermanentDeliveryError, TransientError
+from jobtracker_common.dynamo import BATCH_WRITE_LIMIT
+from jobtracker_common.errors import JobTrackerError, PermanentDeliveryError, TransientError
 from jobtracker_common.repositories.notifications import (
     Delivery,
     NotificationRecord,
@@ -58,6 +63,37 @@ class Outcome(StrEnum):
     IN_FLIGHT = "in_flight"
 
 
+class UnrecordedSendsError(JobTrackerError):
+    """Emails went out but their `sent` could not be written.
+
+    Their claims stay `sending`, so they are never sent again; the sweep records them
+    `unconfirmed` once the lease has expired.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"{len(keys)} sent email(s) not recorded: {', '.join(keys[:20])}")
+        self.keys = keys
+
+
+@dataclass
+class SendBatch:
+    """The state of one unit of work (a stream batch) shared by its run events.
+
+    `users`: every recipient looked up so far (None: not provisioned), read with one
+    BatchGetItem for the whole batch instead of one per run event. `sent`: finished claims of
+    this worker waiting to be written together; at most one BatchWriteItem page (25) waits, which
+    also bounds how many sent emails a crash can leave recorded only as claims.
+    """
+
+    users: dict[str, User | None] = field(default_factory=dict)
+    sent: list[NotificationRecord] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)
+
+
+def recipients_of(run_event: RunEvent) -> list[str]:
+    return list(dict.fromkeys([run_event.run.owner_id, *run_event.run.subscribers]))
+
+
 class DeliveryFailedError(TransientError):
     """Some recipients of one run event could not be served yet; the record must be retried."""
 
@@ -75,21 +111,45 @@ class NotifierService:
     clock: Clock = utcnow
     new_token: Callable[[], str] = field(default=lambda: uuid.uuid4().hex)
 
+    @contextmanager
+    def batch(self, run_events: Iterable[RunEvent]) -> Iterator[SendBatch]:
+        """Serve several run events as one unit: users read once, `sent` written 25 at a time.
+
+        On exit (also when the body raises) the remaining `sent` records are written; sends
+        whose outcome could not be written raise UnrecordedSendsError.
+        """
+        batch = SendBatch()
+        wanted = list(dict.fromkeys(u for e in run_events for u in recipients_of(e)))
+        try:
+            found = self.users.get_many(wanted)
+        except Exception:  # each run event then reads its own users (and fails alone)
+            found = None
+        if found is not None:
+            batch.users = {u: found.get(u) for u in wanted}
+        try:
+            yield batch
+        finally:
+            self._write_sent(batch)
+        if batch.unrecorded:
+            raise UnrecordedSendsError(batch.unrecorded)
+
     # ---- stream path ---------------------------------------------------------------------
-    def notify(self, run_event: RunEvent, budget: Budget = UNLIMITED) -> dict[str, Outcome]:
+    def notify(
+        self, run_event: RunEvent, budget: Budget = UNLIMITED, batch: SendBatch | None = None
+    ) -> dict[str, Outcome]:
         """Serve every recipient of one run event; raises DeliveryFailedError if any must retry.
 
         Recipients already served are skipped on the retry by their records, so retrying the
         whole stream record never re-sends to them.
         """
         run = run_event.run
-        recipients = list(dict.fromkeys([run.owner_id, *run.subscribers]))
-        users = self.users.get_many(recipients)
+        recipients = recipients_of(run_event)
+        users = self._users(recipients, batch)
         outcomes: dict[str, Outcome] = {}
         errors: list[str] = []
         for user_id in recipients:
             try:
-                outcomes[user_id] = self._notify_one(run_event, user_id, users.get(user_id), budget)
+                outcomes[user_id] = self._notify_one(run_event, user_id, users.get(user_id), budget, batch)
             except TransientError as exc:
                 errors.append(f"{user_id}: {exc.message}")
         if errors:
@@ -100,17 +160,28 @@ class NotifierService:
             )
         return outcomes
 
-    def _notify_one(self, run_event: RunEvent, user_id: str, user: User | None, budget: Budget) -> Outcome:
+    def _users(self, user_ids: list[str], batch: SendBatch | None) -> dict[str, User | None]:
+        known = batch.users if batch is not None else {}
+        missing = [u for u in user_ids if u not in known]
+        if missing:
+            found = self.users.get_many(missing)
+            known = known | {u: found.get(u) for u in missing}
+        return {u: known[u] for u in user_ids}
+
+    def _notify_one(
+        self, run_event: RunEvent, user_id: str, user: User | None, budget: Budget, batch: SendBatch | None
+    ) -> Outcome:
         run = run_event.run
         pk, sk = notification_key(run.run_id, run_event.event.value, run_event.key_attempt, user_id)
         now = self.clock()
+        payload = snapshot(run)
         base = {
             "pk": pk,
             "sk": sk,
             "user_id": user_id,
             "event": run_event.event.value,
             "run_id": run.run_id,
-            "payload": snapshot(run),
+            "payload": payload,
             "created_at": to_iso(now),
             "expires_at": epoch_seconds(now + timedelta(days=self.settings.retention_days)),
         }
@@ -160,8 +231,13 @@ class NotifierService:
         self.require_time(budget)
         token = self.new_token()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        # Rendered before the claim: a rendering bug must not strand a claim.
+        email = self.render(kind.value, payload)
+        # The claim leaves the payload out: nothing renders a claim again unless its send fails,
+        # and then `release` stores it. Claims sit in the `due` index (projection ALL), so the
+        # snapshot would be written twice per email for nothing.
         claimed = NotificationRecord.model_validate(
-            base
+            {k: v for k, v in base.items() if k != "payload"}
             | {
                 "state": NotificationState.SENDING,
                 "claim_token": token,
@@ -171,9 +247,8 @@ class NotifierService:
                 "due_at": to_iso(lease_until),
             }
         )
-        email = self.render(claimed)  # before the claim: a rendering bug must not strand a claim
         if self.notifications.create(claimed):
-            return self._send(claimed, token, email, budget)
+            return self._send(claimed, token, email, budget, written=claimed, payload=payload, batch=batch)
         return self.deliver(pk, sk, budget)
 
     # ---- shared by the stream path and the digest function -------------------------------
@@ -196,7 +271,7 @@ class NotifierService:
                 return Outcome.UNCONFIRMED
             return Outcome.IN_FLIGHT
         self.require_time(budget)
-        email = self.render(record)
+        email = self.render(record.kind, record.payload)
         token = self.new_token()
         from_states = (NotificationState.PENDING, NotificationState.HELD)
         if not self.notifications.claim(
@@ -222,15 +297,30 @@ class NotifierService:
         if budget.left_seconds() < self.sender.call_seconds:
             raise TransientError("no time left in this invocation to send")
 
-    def render(self, record: NotificationRecord) -> RenderedEmail:
+    def render(self, kind: str, payload: dict[str, Any]) -> RenderedEmail:
         return render_event(
-            record.kind,
-            record.payload,
+            kind,
+            payload,
             product=self.settings.product_name,
             dashboard_url=self.settings.dashboard_url,
         )
 
-    def _send(self, record: NotificationRecord, token: str, email: RenderedEmail, budget: Budget) -> Outcome:
+    def _send(
+        self,
+        record: NotificationRecord,
+        token: str,
+        email: RenderedEmail,
+        budget: Budget,
+        *,
+        written: NotificationRecord | None = None,
+        payload: dict[str, Any] | None = None,
+        batch: SendBatch | None = None,
+    ) -> Outcome:
+        """Send a claimed record and record the outcome.
+
+        `written`: the claim exactly as stored, so with a `batch` its `sent` joins the batch's;
+        `payload`: what a released claim needs to be rendered again, when the claim lacks it.
+        """
         pk, sk = record.pk, record.sk
         if not record.email:
             self.notifications.mark_failed_permanent(
@@ -249,10 +339,56 @@ class NotifierService:
             now = self.clock()
             message = exc.message if isinstance(exc, TransientError) else f"{type(exc).__name__}: {exc}"
             self.notifications.release(
-                pk, sk, token=token, error=message, now=now, retry_at=now + timedelta(minutes=1)
+                pk,
+                sk,
+                token=token,
+                error=message,
+                now=now,
+                retry_at=now + timedelta(minutes=1),
+                payload=payload,
             )
             if isinstance(exc, TransientError):
                 raise
             raise TransientError(message) from exc
+        if batch is not None and written is not None:
+            batch.sent.append(
+                written.model_copy(
+                    update={
+                        "state": NotificationState.SENT,
+                        "message_id": message_id,
+                        "updated_at": to_iso(self.clock()),
+                        "lease_until": None,
+                        "due_pk": None,
+                        "due_at": None,
+                    }
+                )
+            )
+            if len(batch.sent) >= BATCH_WRITE_LIMIT:
+                self._write_sent(batch)
+            return Outcome.SENT
         self.notifications.mark_sent(pk, sk, token=token, message_id=message_id, now=self.clock())
         return Outcome.SENT
+
+    def _write_sent(self, batch: SendBatch) -> None:
+        """Write the batch's waiting `sent` records; what cannot be written goes to `unrecorded`.
+
+        Never raises: the emails are out, and their claims already prevent a second one.
+        """
+        records, batch.sent = batch.sent, []
+        if not records:
+            return
+        try:
+            left = self.notifications.put_outcomes(records)
+        except Exception:  # fall back to one conditional write each
+            left = records
+        for record in left:
+            try:
+                self.notifications.mark_sent(
+                    record.pk,
+                    record.sk,
+                    token=record.claim_token or "",
+                    message_id=record.message_id or "",
+                    now=self.clock(),
+                )
+            except Exception:  # reported by batch() as UnrecordedSendsError
+                batch.unrecorded.append(record.key)

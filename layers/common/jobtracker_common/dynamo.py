@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 _serializer = TypeSerializer()
@@ -52,3 +55,34 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 def is_conditional_failure(exc: Exception) -> bool:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
     return code in {"ConditionalCheckFailedException", "TransactionCanceledException"}
+
+
+#: BatchWriteItem's limit on requests per call.
+BATCH_WRITE_LIMIT = 25
+
+
+def batch_write(
+    client: DynamoDBClient,
+    table: str,
+    requests: list[Any],
+    *,
+    attempts: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Any]:
+    """BatchWriteItem in pages of 25; unprocessed requests retried with backoff.
+
+    Returns the requests still unprocessed after `attempts` calls per page (the caller decides
+    whether that is an error); an exception from the client propagates.
+    """
+    left: list[Any] = []
+    for start in range(0, len(requests), BATCH_WRITE_LIMIT):
+        pending = requests[start : start + BATCH_WRITE_LIMIT]
+        for attempt in range(attempts):
+            response = client.batch_write_item(RequestItems={table: pending})
+            pending = list(response.get("UnprocessedItems", {}).get(table, []))
+            if not pending:
+                break
+            if attempt + 1 < attempts:
+                sleep(min(1.0, 0.05 * 2**attempt))
+        left.extend(pending)
+    return left

@@ -25,7 +25,7 @@ is sparse: the digest function reads only work whose time has come. `due_pk` is 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
+from jobtracker_common.dynamo import batch_write, from_item, is_conditional_failure, serialize, to_item
 from jobtracker_common.models import StrictModel
 from jobtracker_common.timeutil import to_iso
 
@@ -141,13 +141,17 @@ class NotificationsRepository:
     def from_item(item: dict[str, Any]) -> NotificationRecord:
         return NotificationRecord.model_validate(from_item(item))
 
+    @staticmethod
+    def _to_item(record: NotificationRecord) -> dict[str, Any]:
+        return to_item(record.model_dump(mode="json", exclude_none=True))
+
     # ---- create --------------------------------------------------------------------------
     def create(self, record: NotificationRecord) -> bool:
         """Insert a record unless one exists for the key; False means "already there"."""
         try:
             self._client.put_item(
                 TableName=self._table,
-                Item=to_item(record.model_dump(mode="json", exclude_none=True)),
+                Item=self._to_item(record),
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
@@ -248,25 +252,59 @@ class NotificationsRepository:
             names={"#state": "state"} | ({"#error": "error"} if error is not None else {}),
         )
 
-    def release(self, pk: str, sk: str, *, token: str, error: str, now: datetime, retry_at: datetime) -> bool:
+    def put_outcomes(self, records: Sequence[NotificationRecord]) -> list[NotificationRecord]:
+        """Write finished records whole, 25 per BatchWriteItem; returns the ones left unwritten.
+
+        Unconditional, so only for records this worker claimed (with the same put it wrote the
+        claim) and finished: a `sending` record is never claimed again, so no other worker can
+        hold it; the only other writer is the sweep, whose `unconfirmed` (lease expired) the
+        outcome may overwrite with what really happened.
+        """
+        by_key = {(r.pk, r.sk): r for r in records}
+        left = batch_write(
+            self._client,
+            self._table,
+            [{"PutRequest": {"Item": self._to_item(r)}} for r in by_key.values()],
+        )
+        unwritten = [i["PutRequest"]["Item"] for i in left]
+        return [by_key[(item["pk"]["S"], item["sk"]["S"])] for item in unwritten]
+
+    def release(
+        self,
+        pk: str,
+        sk: str,
+        *,
+        token: str,
+        error: str,
+        now: datetime,
+        retry_at: datetime,
+        payload: dict[str, Any] | None = None,
+    ) -> bool:
         """A send that failed in a retryable way: back to `pending`.
 
         The stream retry claims it again; failing that (record dead-lettered), the digest
         function's sweep does once `retry_at` has passed, because it stays in the due index.
+        `payload`: what the email shows, for a claim written without it (the next sender renders
+        from the record).
         """
+        update = "SET #state = :pending, #error = :err, updated_at = :now, due_at = :retry_at"
+        values: dict[str, Any] = {
+            ":pending": serialize(NotificationState.PENDING.value),
+            ":sending": serialize(NotificationState.SENDING.value),
+            ":err": serialize(error[:1000]),
+            ":token": serialize(token),
+            ":now": serialize(to_iso(now)),
+            ":retry_at": serialize(to_iso(retry_at)),
+        }
+        if payload is not None:
+            update += ", payload = :payload"
+            values[":payload"] = serialize(payload)
         return self._conditional_update(
             pk,
             sk,
-            "SET #state = :pending, #error = :err, updated_at = :now, due_at = :retry_at REMOVE lease_until",
+            f"{update} REMOVE lease_until",
             "claim_token = :token AND #state = :sending",
-            {
-                ":pending": serialize(NotificationState.PENDING.value),
-                ":sending": serialize(NotificationState.SENDING.value),
-                ":err": serialize(error[:1000]),
-                ":token": serialize(token),
-                ":now": serialize(to_iso(now)),
-                ":retry_at": serialize(to_iso(retry_at)),
-            },
+            values,
             names={"#state": "state", "#error": "error"},
         )
 
