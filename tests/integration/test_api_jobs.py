@@ -546,3 +546,9 @@ def test_a_put_removes_the_optional_fields_it_leaves_out(api):
     stored = api.call("GET /jobs/{job_id}", path_params=path).body
     assert (stored["schedule"], stored["target"], stored["name"]) == (None, None, "x")
     assert api.schedule(job["job_id"]) is None
+
+
+def test_the_schedule_is_stored_and_scheduled_as_validated_without_surrounding_spaces(api):
+    job = create(api, schedule="  rate(1 hour)\n")
+    assert job["schedule"] == "rate(1 hour)"
+    assert api.schedule(job["job_id"])["ScheduleExpression"] == "rate(1 hour)"

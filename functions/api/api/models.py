@@ -77,6 +77,12 @@ class JobIn(StrictModel):
             raise ValueError(f"params may be at most {MAX_PARAMS_BYTES} bytes of JSON")
         return value
 
+    @field_validator("schedule")
+    @classmethod
+    def _strip_schedule(cls, value: str | None) -> str | None:
+        # Validation reads the expression stripped; store and send Scheduler exactly that.
+        return value.strip() if value is not None else None
+
     @field_validator("timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
