@@ -428,3 +428,137 @@ def test_switching_an_event_off_while_it_waits_cancels_it(world: World) -> None:
         "night": (NotificationState.SKIPPED, "preferences changed while waiting"),
         "hourly": (NotificationState.SKIPPED, "preferences changed while waiting"),
     }
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """Every DynamoDB operation `client` makes from now on, by name."""
+    calls: Counter[str] = Counter()
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.update([model.name]))
+    return calls
+
+
+def failed_runs(count: int, **overrides: Any) -> list[Any]:
+    return [
+        make_run(RunStatus.FAILED, run_id=f"01RUN000000000000000000{i:03d}", job_name=f"job-{i}", **overrides)
+        for i in range(count)
+    ]
+
+
+def test_a_batch_reads_its_users_once_and_records_sent_emails_together(world: World) -> None:
+    # Given 30 failed runs of three owners (more than one BatchWriteItem page of 25)
+    for owner in ("a", "b", "c"):
+        world.add_user(owner)
+    runs = [
+        make_run(RunStatus.FAILED, run_id=r.run_id, owner_id="abc"[i % 3])
+        for i, r in enumerate(failed_runs(30))
+    ]
+    calls = count_calls(world.ddb)
+    # When they arrive in one batch
+    assert world.deliver(*[stream_record(r) for r in runs]) == []
+    # Then the users were read once, each email claimed once, and the 30 outcomes written in 2 calls
+    assert calls == Counter({"PutItem": 30, "BatchWriteItem": 2, "BatchGetItem": 1})
+    assert len(world.ses.delivered) == 30
+    for run in runs:
+        (record,) = world.notifications.list_for_run(run.run_id)
+        assert record.state is NotificationState.SENT
+        assert record.message_id and record.lease_until is None and record.due_at is None
+
+
+def test_a_crash_before_the_batch_of_outcomes_is_written_never_sends_again(world: World) -> None:
+    # Given emails SES accepted whose batched `sent` was never written (the worker died)
+    world.add_user("owner")
+    runs = failed_runs(3)
+    records = [stream_record(r) for r in runs]
+
+    def killed(*_a: Any, **_k: Any) -> Any:
+        raise SystemExit("killed")
+
+    world.notifications.put_outcomes = killed  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        world.deliver(*records)
+    del world.notifications.put_outcomes
+    assert len(world.ses.delivered) == 3
+    # When the batch is redelivered, before and after the lease expires, and the sweep runs
+    assert world.deliver(*records) == []
+    world.clock.advance(hours=1)
+    DigestService(world.service).run()
+    assert world.deliver(*records) == []
+    # Then no second email went out and each record says the outcome is unconfirmed
+    assert len(world.ses.delivered) == 3
+    for run in runs:
+        (record,) = world.notifications.list_for_run(run.run_id)
+        assert record.state is NotificationState.UNCONFIRMED
+
+
+def test_outcomes_the_batch_write_cannot_take_are_written_one_by_one(world: World) -> None:
+    # Given a BatchWriteItem that fails outright
+    world.add_user("owner")
+    runs = failed_runs(2)
+
+    def unavailable(*_a: Any, **_k: Any) -> Any:
+        raise client_error("InternalServerError", "try again", "BatchWriteItem")
+
+    world.notifications.put_outcomes = unavailable  # type: ignore[method-assign]
+    calls = count_calls(world.ddb)
+    # When the batch is delivered
+    assert world.deliver(*[stream_record(r) for r in runs]) == []
+    # Then each outcome was written by its own conditional update instead
+    assert calls["UpdateItem"] == 2
+    for run in runs:
+        (record,) = world.notifications.list_for_run(run.run_id)
+        assert record.state is NotificationState.SENT
+
+
+def test_sent_emails_whose_outcome_cannot_be_written_are_neither_retried_nor_resent(world: World) -> None:
+    # Given a table that takes claims but refuses every outcome write
+    world.add_user("owner")
+    record = stream_record(make_run(RunStatus.FAILED))
+
+    def unavailable(*_a: Any, **_k: Any) -> Any:
+        raise client_error("InternalServerError", "try again", "UpdateItem")
+
+    world.notifications.put_outcomes = unavailable  # type: ignore[method-assign]
+    world.notifications.mark_sent = unavailable  # type: ignore[method-assign]
+    # When the record is delivered, then again with the table healthy
+    assert world.deliver(record) == []  # a retry could not help: the claim forbids a resend
+    del world.notifications.put_outcomes, world.notifications.mark_sent
+    assert world.deliver(record) == []
+    # Then one email went out, and its record is still the claim (the sweep will settle it)
+    assert len(world.ses.delivered) == 1
+    (notification,) = world.notifications.list_for_run(make_run().run_id)
+    assert notification.state is NotificationState.SENDING
+
+
+def test_when_the_batch_cannot_read_its_users_each_record_reads_its_own(world: World) -> None:
+    # Given a users read that fails once (for the whole batch), then works
+    world.add_user("owner")
+    runs = failed_runs(2)
+    original = world.users.get_many
+    failures = iter([client_error("ProvisionedThroughputExceededException", "slow down", "BatchGetItem")])
+
+    def flaky(user_ids: Any) -> Any:
+        if (error := next(failures, None)) is not None:
+            raise error
+        return original(user_ids)
+
+    world.users.get_many = flaky  # type: ignore[method-assign]
+    # When the batch is delivered
+    assert world.deliver(*[stream_record(r) for r in runs]) == []
+    # Then every record was still served
+    assert sorted(world.ses.subjects()) == [f"NetRaven Job Failed: job-{i} on core-sw-01" for i in range(2)]
+
+
+def test_a_released_claim_keeps_what_the_retry_must_render(world: World) -> None:
+    # Given a claim whose send failed transiently (claims are written without the email's content)
+    world.add_user("owner")
+    run = make_run(RunStatus.FAILED, job_name="nightly <backup>")
+    world.ses.fail = lambda n, _r: client_error("InternalFailure", "down") if n == 1 else None
+    record = stream_record(run)
+    assert world.deliver(record) == [record["dynamodb"]["SequenceNumber"]]
+    # Then the released record holds the snapshot, and the retry renders the same email from it
+    (pending,) = world.notifications.list_for_run(run.run_id)
+    assert pending.state is NotificationState.PENDING
+    assert pending.payload["job_name"] == "nightly <backup>"
+    assert world.deliver(record) == []
+    assert world.ses.subjects() == ["NetRaven Job Failed: nightly <backup> on core-sw-01"]
+    assert "nightly &lt;backup&gt;" in world.ses.delivered[0]["Content"]["Simple"]["Body"]["Html"]["Data"]
