@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -72,6 +73,10 @@ def _schedule_state(job: Job | None) -> tuple[str, str, bool] | None:
     return job.schedule, job.timezone, job.enabled
 
 
+#: Words of Scheduler refusals that concern the API's configuration, not the caller's schedule.
+_DEPLOYMENT_WORDS = re.compile(r"\b(role|arn|target|group|kms)\b", re.IGNORECASE)
+
+
 def _scheduler_error(exc: ClientError) -> Exception:
     """Scheduler's ValidationException about the expression or timezone is the caller's 422
     (AWS rules our own checks may not know yet); about the role or target it is a deploy bug."""
@@ -79,7 +84,7 @@ def _scheduler_error(exc: ClientError) -> Exception:
     message = str(error.get("Message", ""))
     if error.get("Code") != "ValidationException":
         return exc
-    if any(word in message.lower() for word in ("role", "arn", "target", "group")):
+    if _DEPLOYMENT_WORDS.search(message):
         logger.error("Scheduler refused the API's configuration", extra={"reason": message})
         return ConfigurationError(f"Scheduler refused the configuration: {message}")
     return ValidationError(
