@@ -152,6 +152,8 @@ def _token(args: argparse.Namespace) -> int:
 def _invoke(args: argparse.Namespace) -> int:
     import os
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from jobtracker_local.functions import FunctionError, FunctionRuntime
     from jobtracker_local.resources import LocalResources, discover
     from jobtracker_local.stack import read_state
@@ -162,7 +164,15 @@ def _invoke(args: argparse.Namespace) -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     resources = LocalResources(load_template(), endpoint)
-    discover(resources)
+    try:
+        discover(resources)
+    except (BotoCoreError, ClientError) as exc:
+        print(
+            f"jobtracker: no running local stack at {endpoint} (start it with `make run`, "
+            f"or pass --aws-endpoint): {exc}",
+            file=sys.stderr,
+        )
+        return 1
     runtime = FunctionRuntime(resources)
     if args.logical_id not in runtime.specs:
         print(f"no function {args.logical_id!r}; known: {', '.join(runtime.specs)}", file=sys.stderr)

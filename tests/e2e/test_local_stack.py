@@ -271,3 +271,22 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path):
     assert "cannot start the local stack" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_invoke_without_a_running_stack_is_a_clear_error_not_a_traceback(tmp_path):
+    # Given no stack state and an endpoint nobody listens on
+    endpoint = f"http://127.0.0.1:{free_port()}"
+
+    result = jobtracker(
+        "invoke",
+        "JobRunnerFunction",
+        "--event",
+        "events/job_runner/malformed.json",
+        f"--aws-endpoint={endpoint}",
+        f"--state-dir={tmp_path}",
+    )
+
+    assert result.returncode == 1
+    assert f"no running local stack at {endpoint}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
