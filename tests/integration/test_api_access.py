@@ -272,3 +272,17 @@ def test_oversized_params_are_422(api):
     response = api.call("POST /jobs", body={"name": "x", "job_type": "http_check", "params": params})
     assert response.status == 422
     assert response.body["details"][0]["field"] == "params"
+
+
+def test_the_body_cannot_name_the_owner_or_the_ids(api):
+    # The caller comes from the token: owner_id / job_id / created_at in a body are unknown fields
+    for field, value in (
+        ("owner_id", "user-bob"),
+        ("job_id", "0" * 26),
+        ("created_at", "2020-01-01T00:00:00Z"),
+    ):
+        response = api.call("POST /jobs", body={**JOB_BODY, field: value})
+        assert response.status == 422, field
+        assert response.body["details"][0]["field"] == field
+    assert api.call("GET /jobs", user="user-bob").body["items"] == []
+    assert api.call("GET /jobs").body["items"] == []
