@@ -37,8 +37,9 @@ $(TOOLS)/.installed: infra/requirements-tools.txt
 install: $(VENV)/.installed
 tools: $(TOOLS)/.installed
 
+# Options of `jobtracker local up`, e.g. make run ARGS="--api-port 3001 --aws-port 4567 --no-demo"
 run: install
-	$(BIN)/jobtracker local up
+	$(BIN)/jobtracker local up $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -117,6 +117,12 @@ def _up(args: argparse.Namespace) -> int:
         except Exception as exc:  # port taken, endpoint unreachable, template conflict...
             logging.getLogger("jobtracker.local").debug("start failed", exc_info=True)
             print(f"jobtracker: cannot start the local stack: {exc}", file=sys.stderr)
+            if "already in use" in str(exc):
+                print(
+                    "jobtracker: choose free ports with --api-port/--aws-port "
+                    '(make run ARGS="--api-port 3001 --aws-port 4567")',
+                    file=sys.stderr,
+                )
             return 1
         stack.started_in = time.monotonic() - began  # imports included: what a user waits for
         print(stack.ready_message(), flush=True)

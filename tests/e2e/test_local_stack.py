@@ -269,6 +269,7 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path):
 
     assert result.returncode == 1
     assert "cannot start the local stack" in result.stderr
+    assert "--aws-port" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "stack.json").exists()
 
