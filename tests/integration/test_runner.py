@@ -221,8 +221,12 @@ def test_http_check_against_a_real_local_server(
     assert run.duration_ms is not None
     entries, _ = repos[1].list_logs(run.run_id)
     assert any(e.category == "http" for e in entries)
-    if status is RunStatus.COMPLETED:
-        assert run.result and run.result["status_code"] == 200 and run.result["latency_ms"] >= 0
+    if status is RunStatus.COMPLETED or error_type in ("UnexpectedStatus", "BodyMismatch"):
+        # a check that got an answer records its status code and latency, passed or not
+        expected_code = 500 if path == "/broken" else 200
+        assert run.result and run.result["status_code"] == expected_code and run.result["latency_ms"] >= 0
+    else:
+        assert run.result is None
 
 
 # ---- deadline ----------------------------------------------------------------------------
@@ -263,13 +267,20 @@ def test_cancel_request_stops_a_running_job(repos: Any, runner: RunnerService) -
 
 
 # ---- bad input ---------------------------------------------------------------------------
-def test_missing_job_id_and_unknown_job_leave_nothing_behind(aws: Any, runner: RunnerService) -> None:
+def test_missing_job_id_and_unknown_job_leave_nothing_behind(
+    aws: Any, runner: RunnerService, caplog: pytest.LogCaptureFixture
+) -> None:
     malformed = invoke(runner, load_event("job_runner/malformed.json"))
     assert malformed["ok"] is False and "job_id" in malformed["error"]["message"]
     unknown = invoke(runner, load_event("job_runner/schedule.json"))  # no job stored
     assert unknown["ok"] is False and unknown["error"]["type"] == "NotFoundError"
     assert f"job {JOB_ID} not found" in unknown["error"]["message"]
     assert aws.scan(TableName="RunsTable")["Items"] == []
+    # and each rejection is logged (an ERROR line with the reason), not only answered
+    rejected = [r for r in caplog.records if r.getMessage() == "runner event rejected"]
+    assert [r.levelname for r in rejected] == ["ERROR", "ERROR"]
+    reasons = [getattr(r, "reason", "") for r in rejected]
+    assert "job_id" in reasons[0] and f"job {JOB_ID} not found" in reasons[1]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from job_runner.events import (
 )
 from jobtracker_common.errors import ValidationError
 
-from tests.conftest import load_event
+from tests.conftest import EVENTS, load_event
 
 
 def test_scheduler_payload() -> None:
@@ -35,8 +35,22 @@ def test_classic_rule_event_names_its_job_in_the_rule() -> None:
 def test_manual_and_retry_payloads() -> None:
     manual = parse_invocation(load_event("job_runner/manual.json"))
     assert isinstance(manual, ManualInvocation) and manual.dedupe_key.endswith("3f1c2a9e-manual-run-1")
+    assert manual.run_id is None  # the runner creates the run
+    queued = parse_invocation(load_event("job_runner/manual_queued.json"))
+    assert isinstance(queued, ManualInvocation) and queued.run_id == "01JDEMORUN0000000000000001"
     retry = parse_invocation(load_event("job_runner/retry.json"))
     assert isinstance(retry, RetryInvocation) and retry.attempt == 2
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (EVENTS / "job_runner").glob("*.json") if p.name != "malformed.json")
+)
+def test_every_sample_event_is_a_valid_invocation(name: str) -> None:
+    # Given a sample event meant for `sam local invoke -e` / `jobtracker local invoke --event`
+    # When the runner parses it
+    invocation = parse_invocation(load_event(f"job_runner/{name}"))
+    # Then it is accepted as one of the four shapes
+    assert isinstance(invocation, ScheduleInvocation | RuleInvocation | ManualInvocation | RetryInvocation)
 
 
 @pytest.mark.parametrize(

@@ -341,14 +341,18 @@ class RunnerService:
             result = outcome.get("result") or {}
             ctx.log("attempt completed", category="runner")
             return self._finish(ctx, RunStatus.COMPLETED, success_changes(run, now, result))
+        measured: dict[str, Any] | None = None
         if isinstance(raised, jobtypes.JobFailure):
             info = ErrorInfo(type=raised.error_type, message=raised.message)
+            # What the job measured before failing (e.g. http_check's status code and latency)
+            # is the run's result summary too; it also replaces an earlier attempt's.
+            measured = raised.details or None
         else:
             logger.exception("job body raised", exc_info=raised, extra={"run_id": run.run_id})
             info = ErrorInfo(type=type(raised).__name__, message=str(raised) or type(raised).__name__)
         ctx.log(f"attempt failed: {info.message}", level=LogLevel.ERROR, category="runner")
         status, changes = failure_changes(run, now, info, timed_out=False)
-        return self._finish(ctx, status, changes)
+        return self._finish(ctx, status, {**changes, "result": measured})
 
     def _finish(self, ctx: RunContext, status: RunStatus, changes: dict[str, Any]) -> RunnerResult:
         if status is RunStatus.RETRYING:
