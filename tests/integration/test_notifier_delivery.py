@@ -562,3 +562,18 @@ def test_a_released_claim_keeps_what_the_retry_must_render(world: World) -> None
     assert world.deliver(record) == []
     assert world.ses.subjects() == ["NetRaven Job Failed: nightly <backup> on core-sw-01"]
     assert "nightly &lt;backup&gt;" in world.ses.delivered[0]["Content"]["Simple"]["Body"]["Html"]["Data"]
+
+
+def test_a_released_held_email_costs_a_claim_a_send_and_an_outcome(world: World) -> None:
+    # Given five failures held by quiet hours
+    world.add_user("owner", quiet_hours=QuietHours(start="22:00", end="07:00", timezone="UTC"))
+    world.clock.now = T0.replace(hour=23)
+    runs = failed_runs(5)
+    assert world.deliver(*[stream_record(r) for r in runs]) == []
+    world.clock.now = T0.replace(day=3, hour=7, minute=1)
+    calls = count_calls(world.ddb)
+    # When the digest tick after the window releases them
+    report = DigestService(world.service).run()
+    # Then each was claimed and recorded without being read again after the due-index query
+    assert report.outcomes == {"sent": 5}
+    assert calls == Counter({"Query": 4, "BatchGetItem": 1, "UpdateItem": 10})

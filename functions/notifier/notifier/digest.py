@@ -120,7 +120,7 @@ class DigestService:
 
     def _release(self, record: NotificationRecord, budget: Budget, report: DigestReport) -> None:
         try:
-            outcome = self.notifier.deliver(record.pk, record.sk, budget, release_held=True)
+            outcome = self.notifier.deliver(record.pk, record.sk, budget, release_held=True, seen=record)
         except TransientError as exc:
             report.errors.append(f"{record.key}: {exc.message}")
             return

@@ -252,9 +252,21 @@ class NotifierService:
         return self.deliver(pk, sk, budget)
 
     # ---- shared by the stream path and the digest function -------------------------------
-    def deliver(self, pk: str, sk: str, budget: Budget = UNLIMITED, *, release_held: bool = False) -> Outcome:
-        """Send an existing record if it still needs sending; otherwise report why not."""
-        record = self.notifications.get(pk, sk)
+    def deliver(
+        self,
+        pk: str,
+        sk: str,
+        budget: Budget = UNLIMITED,
+        *,
+        release_held: bool = False,
+        seen: NotificationRecord | None = None,
+    ) -> Outcome:
+        """Send an existing record if it still needs sending; otherwise report why not.
+
+        `seen`: the record as just read elsewhere (the digest's due-index query), so it is not read
+        again. It may be stale; that is safe because the claim is conditional on the state.
+        """
+        record = seen or self.notifications.get(pk, sk)
         if record is None:
             raise TransientError(f"notification {pk}/{sk} vanished")
         now = self.clock()
