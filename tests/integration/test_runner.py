@@ -16,6 +16,7 @@ from jobtracker_common.errors import ConflictError, InvalidTransitionError
 from jobtracker_common.ids import new_id
 from jobtracker_common.models import RetryPolicy, RunStatus
 from jobtracker_common.repositories import JobsRepository, RunsRepository
+from jobtracker_local.template import load_template
 
 from tests.conftest import FakeLambdaContext, load_event
 from tests.support.runner import JOB_ID, add_job, counting_job_type, invoke, run_items
@@ -143,6 +144,22 @@ def test_demo_success_records_duration_result_and_logs(repos: Any, runner: Runne
     assert sum("working, step" in m for m in messages) == 20
     assert [e.timestamp for e in entries] == sorted(e.timestamp for e in entries)
     assert repos[1].list_active() == []
+
+
+def test_run_and_its_log_entries_expire_after_the_jobs_retention(
+    aws: Any, repos: Any, runner: RunnerService
+) -> None:
+    # Given a job that keeps its runs for 7 days
+    add_job(repos[0], retention_days=7)
+    # When it runs
+    run = repos[1].get(invoke(runner, load_event("job_runner/schedule.json"))["run_id"])
+    # Then the run and every log chunk carry the table's TTL attribute, 7 days after queueing
+    ttl = load_template().ttl_attribute("RunsTable")
+    assert ttl == "expires_at"
+    assert run.expires_at == int((run.queued_at + timedelta(days=7)).timestamp())
+    items = aws.scan(TableName="RunsTable")["Items"]
+    assert {i["entity"]["S"] for i in items} == {"run", "log"}
+    assert {int(i[ttl]["N"]) for i in items} == {run.expires_at}
 
 
 def test_demo_failure_is_failed_with_error(repos: Any, runner: RunnerService) -> None:
