@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from job_runner import handler
 from job_runner.service import RunnerService
+from jobtracker_common import jobtypes
 from jobtracker_common.errors import ConflictError, InvalidTransitionError
 from jobtracker_common.ids import new_id
 from jobtracker_common.models import RetryPolicy, RunStatus
 from jobtracker_common.repositories import JobsRepository, RunsRepository
 from jobtracker_local.template import load_template
+from pydantic import BaseModel
 
 from tests.conftest import FakeLambdaContext, load_event
 from tests.support.runner import JOB_ID, add_job, counting_job_type, invoke, run_items
@@ -266,6 +268,38 @@ def test_job_timeout_is_enforced(repos: Any, runner: RunnerService) -> None:
     run = repos[1].get(invoke(runner, load_event("job_runner/schedule.json"))["run_id"])
     assert run.status is RunStatus.TIMED_OUT
     assert run.error is not None and "job timeout of 1s" in run.error.message
+
+
+class StubbornParams(BaseModel):
+    pass
+
+
+def test_a_job_thread_that_outlives_its_attempt_writes_no_more_log_entries(
+    repos: Any, runner: RunnerService
+) -> None:
+    # Given a job type that ignores stop requests and logs a lot after its 1 s timeout
+    done = threading.Event()
+
+    def body(params: StubbornParams, ctx: jobtypes.JobContext) -> dict[str, Any]:
+        time.sleep(1.3)
+        for n in range(300):  # more than one flush's worth
+            ctx.log(f"late line {n}")
+        done.set()
+        return {}
+
+    jobtypes.register(jobtypes.JobType("stubborn", StubbornParams, body))
+    try:
+        add_job(repos[0], "stubborn", {}, timeout_seconds=1)
+        # When the runner gives up on it, and the thread goes on logging
+        run_id = invoke(runner, load_event("job_runner/schedule.json"))["run_id"]
+        assert done.wait(timeout=10)
+    finally:
+        jobtypes._REGISTRY.pop("stubborn", None)
+    # Then the finished attempt's log holds nothing written after it was recorded
+    assert repos[1].get(run_id).status is RunStatus.TIMED_OUT
+    entries, _ = repos[1].list_logs(run_id, limit=1000)
+    assert not [e for e in entries if e.message.startswith("late line")]
+    assert "exceeded the job timeout" in entries[-1].message
 
 
 def test_cancel_request_stops_a_running_job(repos: Any, runner: RunnerService) -> None:

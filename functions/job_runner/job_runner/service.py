@@ -63,6 +63,9 @@ class RunContext:
     _last_cancel_poll: float = field(default_factory=time.monotonic)
     progress: str | None = None
     cancel_seen: bool = False
+    #: Set once the attempt is recorded: a job thread that outlived it (deadline, timeout;
+    #: Python cannot kill a thread) must not add log entries to a finished attempt.
+    closed: bool = False
 
     def log(
         self,
@@ -81,13 +84,16 @@ class RunContext:
             attempt=self.run.attempt,
         )
         with self._lock:
+            if self.closed:
+                return
             self._buffer.append(entry)
             due = len(self._buffer) >= FLUSH_ENTRIES or time.monotonic() - self._last_flush > FLUSH_SECONDS
         if due:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, last: bool = False) -> None:
         with self._lock:
+            self.closed = self.closed or last
             entries, self._buffer = self._buffer, []
             first = self._next_seq
             self._next_seq += len(entries)
@@ -360,7 +366,7 @@ class RunnerService:
                 f"retry {ctx.run.attempt + 1} scheduled for {changes['next_attempt_at'].isoformat()}",
                 category="runner",
             )
-        ctx.flush()
+        ctx.flush(last=True)
         if ctx.progress:
             changes = {**changes, "progress": ctx.progress}
         try:
