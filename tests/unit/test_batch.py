@@ -30,7 +30,7 @@ def test_every_record_is_handled_and_only_failures_are_reported() -> None:
         fail_on_poison(rec)
 
     # When it is processed
-    response = partial_response(records, handler)
+    response = partial_response({"Records": records}, handler)
 
     # Then the records after the failure were still handled, and only the failure is reported
     assert seen == ["100", "200", "300"]
@@ -38,15 +38,19 @@ def test_every_record_is_handled_and_only_failures_are_reported() -> None:
 
 
 def test_a_clean_batch_reports_no_failures() -> None:
-    assert partial_response([record("1"), record("2")], fail_on_poison) == {"batchItemFailures": []}
+    assert partial_response({"Records": [record("1"), record("2")]}, fail_on_poison) == {
+        "batchItemFailures": []
+    }
 
 
-def test_an_empty_batch_reports_no_failures() -> None:
-    assert partial_response([], fail_on_poison) == {"batchItemFailures": []}
+@pytest.mark.parametrize("event", [{}, {"Records": []}, {"Records": "x"}])
+def test_an_event_without_records_is_not_a_stream_batch(event: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="Records"):
+        partial_response(event, fail_on_poison)
 
 
 def test_a_batch_that_fails_entirely_is_answered_not_raised() -> None:
-    response = partial_response([record("1", "poison"), record("2", "poison")], fail_on_poison)
+    response = partial_response({"Records": [record("1", "poison"), record("2", "poison")]}, fail_on_poison)
     assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]}
 
 
@@ -56,4 +60,6 @@ def test_a_failed_record_without_sequence_number_fails_the_whole_batch(broken: d
     def handler(rec: dict[str, Any]) -> None:
         raise RuntimeError("poison")
 
-    assert partial_response([broken], handler) == {"batchItemFailures": [{"itemIdentifier": None}]}
+    assert partial_response({"Records": [broken]}, handler) == {
+        "batchItemFailures": [{"itemIdentifier": None}]
+    }

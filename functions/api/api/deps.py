@@ -86,18 +86,20 @@ def _from_environment() -> Services:
 
     settings = load_settings(ApiSettings)
     ddb = aws.client("dynamodb")
+    # Scheduler (job writes, cancels) and Lambda (run now) serve a minority of requests: those
+    # clients are built by the first request that calls them, not by every cold start.
     return Services(
         jobs=JobsRepository(ddb, settings.jobs_table_name),
         runs=RunsRepository(ddb, settings.runs_table_name, active_shards=settings.active_index_shards),
         users=UsersRepository(ddb, settings.users_table_name),
         schedules=ScheduleService(
-            aws.client("scheduler"),
+            aws.lazy_client("scheduler"),
             group_name=settings.schedule_group_name,
             role_arn=settings.scheduler_role_arn,
             target_arn=settings.job_runner_arn,
             dlq_arn=settings.scheduler_dlq_arn or None,
         ),
-        invoker=LambdaInvoker(aws.client("lambda"), settings.job_runner_arn),
+        invoker=LambdaInvoker(aws.lazy_client("lambda"), settings.job_runner_arn),
         stats=StatsRepository(ddb, settings.stats_table_name),
     )
 

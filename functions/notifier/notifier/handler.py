@@ -6,11 +6,10 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from jobtracker_common import aws
+from jobtracker_common.batch import partial_response
 from jobtracker_common.errors import ValidationError
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.observability import metrics as make_metrics
@@ -36,9 +35,7 @@ SES_CLIENT_CONFIG = aws.CLIENT_CONFIG.merge(Config(retries={"total_max_attempts"
 
 @lru_cache(maxsize=1)
 def ses_client() -> SESV2Client:
-    import boto3
-
-    client: SESV2Client = boto3.session.Session().client("sesv2", config=SES_CLIENT_CONFIG)
+    client: SESV2Client = aws.new_client("sesv2", SES_CLIENT_CONFIG)
     return client
 
 
@@ -66,13 +63,12 @@ def handle(event: dict[str, Any], context: LambdaContext, notifier: NotifierServ
     budget = Budget(remaining_ms=context.get_remaining_time_in_millis)
     # Always answer with a partial response, even when every record failed: the failures name
     # exactly what to retry, so there is nothing for a function error (and bisection) to add.
-    processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
     # Parsed once up front: the batch needs every recipient before the first record is served.
     parsed = {_seq_of(raw): _parse(raw) for raw in event.get("Records", [])}
 
-    def record_handler(record: DynamoDBRecord) -> None:
-        seq = _seq(record)
-        run_event = parsed[seq] if seq in parsed else _parse(record.raw_event)
+    def record_handler(record: dict[str, Any]) -> None:
+        seq = _seq_of(record)
+        run_event = parsed[seq] if seq in parsed else _parse(record)
         if isinstance(run_event, ValidationError):
             exc = run_event
             # A run image that cannot be parsed will never parse: log + metric (alarmed), no retry.
@@ -96,11 +92,7 @@ def handle(event: dict[str, Any], context: LambdaContext, notifier: NotifierServ
     response: dict[str, Any] = {}
     try:
         with notifier.batch(e for e in parsed.values() if isinstance(e, RunEvent)) as batch:
-            response = dict(
-                process_partial_response(
-                    event=event, record_handler=record_handler, processor=processor, context=context
-                )
-            )
+            response = partial_response(event, record_handler)
     except UnrecordedSendsError as exc:
         # The emails went out and their claims forbid a resend, so a retry would change nothing:
         # the sweep records them `unconfirmed` once the lease has expired.
@@ -119,10 +111,6 @@ def _parse(raw: dict[str, Any]) -> RunEvent | ValidationError | None:
 def _seq_of(raw: dict[str, Any]) -> str | None:
     seq = raw.get("dynamodb", {}).get("SequenceNumber")
     return str(seq) if seq is not None else None
-
-
-def _seq(record: DynamoDBRecord) -> str | None:
-    return record.dynamodb.sequence_number if record.dynamodb else None
 
 
 @metrics.log_metrics

@@ -51,8 +51,8 @@ def client(service: str) -> Any:
 
 
 class _LazyClient:
-    """Stands in for a client that most invocations of a function never call (the tracker's
-    Scheduler client: only a failed run with attempts left needs it); built on first use."""
+    """Stands in for a client that most invocations of a function never call (Scheduler in the
+    tracker: only a failed run with attempts left needs it); built on first use."""
 
     def __init__(self, service: str) -> None:
         self._service = service

@@ -11,7 +11,7 @@ pydantic loaded, every Parser model), for the ~10 lines below.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -21,13 +21,18 @@ def sequence_number(record: Mapping[str, Any]) -> str | None:
 
 
 def partial_response(
-    records: Iterable[dict[str, Any]], record_handler: Callable[[dict[str, Any]], object]
+    event: Mapping[str, Any], record_handler: Callable[[dict[str, Any]], object]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run `record_handler` on every record; the failed ones become batch item failures.
+    """Run `record_handler` on every record of a stream event; the failed ones become batch
+    item failures. An event without records is not a stream batch: ValueError (a function
+    error), as with Powertools.
 
     A failed record without a sequence number is reported with a null identifier, which Lambda
     treats as a failure of the whole batch: it can only be retried as a whole, never skipped.
     """
+    records = event.get("Records")
+    if not records or not isinstance(records, list):
+        raise ValueError("not a DynamoDB stream batch: 'Records' must be a non-empty list")
     failures: list[dict[str, Any]] = []
     for record in records:
         try:
