@@ -34,6 +34,7 @@ from tests.support.notifier import (
     T0,
     Clock,
     RecordingSes,
+    ThrottledUsersTable,
     client_error,
     make_run,
     moto_sent_messages,
@@ -577,3 +578,22 @@ def test_a_released_held_email_costs_a_claim_a_send_and_an_outcome(world: World)
     # Then each was claimed and recorded without being read again after the due-index query
     assert report.outcomes == {"sent": 5}
     assert calls == Counter({"Query": 4, "BatchGetItem": 1, "UpdateItem": 10})
+
+
+def test_users_that_cannot_be_read_are_retried_not_skipped(world: World) -> None:
+    # Given an owner, and a users table that throttles every read for one delivery
+    world.add_user("owner")
+    record = stream_record(make_run(RunStatus.FAILED))
+    healthy = world.service.users
+    world.service.users = UsersRepository(
+        ThrottledUsersTable(world.ddb, times=99), "UsersTable", sleep=lambda _s: None
+    )  # type: ignore[arg-type]
+    # When the record is delivered
+    failures = world.deliver(record)
+    # Then it is reported for retry, with no "not provisioned" record written for the owner
+    assert failures == [record["dynamodb"]["SequenceNumber"]]
+    assert world.notifications.list_for_run(make_run().run_id) == []
+    # And the retry with the table healthy again sends the email once
+    world.service.users = healthy
+    assert world.deliver(record) == []
+    assert world.ses.recipients() == ["owner@example.com"]

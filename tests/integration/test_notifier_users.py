@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jobtracker_common.errors import NotFoundError
+from jobtracker_common.errors import NotFoundError, TransientError
 from jobtracker_common.repositories.users import UsersRepository
 from jobtracker_common.users import NotificationFrequency, PreferencesPatch, QuietHours
 
-from tests.support.notifier import Clock
+from tests.support.notifier import Clock, ThrottledUsersTable
 
 
 @pytest.fixture
@@ -83,3 +83,26 @@ def test_unknown_users_are_not_found(users: UsersRepository) -> None:
         users.update_preferences("nobody", PreferencesPatch(email_notifications=False))
     assert users.find("nobody") is None
     assert users.get_many(["nobody"]) == {}
+
+
+def test_unprocessed_user_keys_are_retried_with_backoff(users: UsersRepository, aws: Any) -> None:
+    # Given two users, and a table that throttles the first two reads
+    for user_id in ("a", "b"):
+        users.get_or_create(user_id, email=f"{user_id}@example.com")
+    client = ThrottledUsersTable(aws, times=2)
+    pauses: list[float] = []
+    repo = UsersRepository(client, "UsersTable", sleep=pauses.append)  # type: ignore[arg-type]
+    # When both are read
+    found = repo.get_many(["a", "b", "ghost"])
+    # Then both came back after two pauses, and the unknown one is simply absent
+    assert sorted(found) == ["a", "b"]
+    assert client.calls == 3 and len(pauses) == 2
+
+
+def test_users_that_stay_unread_are_an_error_not_absent_users(users: UsersRepository, aws: Any) -> None:
+    # Given a user and a table that throttles every read
+    users.get_or_create("a", email="a@example.com")
+    repo = UsersRepository(ThrottledUsersTable(aws, times=99), "UsersTable", sleep=lambda _s: None)  # type: ignore[arg-type]
+    # When it is read / Then the caller learns it could not be read (not "no such user")
+    with pytest.raises(TransientError, match="1 user record"):
+        repo.get_many(["a"])

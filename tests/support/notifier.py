@@ -116,6 +116,20 @@ class RecordingSes:
         return [r["Content"]["Simple"]["Subject"]["Data"] for r in self.delivered]
 
 
+class ThrottledUsersTable:
+    """A DynamoDB client for UsersRepository.get_many: every key comes back unprocessed
+    (throttled) for the first `times` BatchGetItem calls, then `inner` answers."""
+
+    def __init__(self, inner: Any, times: int) -> None:
+        self.inner, self.times, self.calls = inner, times, 0
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls <= self.times:
+            return {"Responses": {}, "UnprocessedKeys": RequestItems}
+        return dict(self.inner.batch_get_item(RequestItems=RequestItems))
+
+
 def throttle_every_other(n: int, _request: dict[str, Any]) -> Exception | None:
     return client_error("TooManyRequestsException", "Maximum sending rate exceeded.") if n % 2 else None
 

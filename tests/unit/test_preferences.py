@@ -46,6 +46,8 @@ def test_defaults_keep_the_seed_keys_and_values() -> None:
         ({"quiet_hours": {"start": "22:00", "end": "22:00"}}, "must differ"),
         ({"quiet_hours": {"start": "22:00", "end": "07:00", "tz": "UTC"}}, "Extra inputs"),
         ({"email_on_job_failure": None}, "cannot be null"),
+        ({"email_on_job_failure": "no"}, "valid boolean"),
+        ({"email_on_job_retry": 1}, "valid boolean"),
         ({"job_ids": ["a", " "]}, "non-empty"),
     ],
 )

@@ -177,13 +177,15 @@ class PreferencesPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email_notifications: bool | None = None
-    email_on_job_completion: bool | None = None
-    email_on_job_failure: bool | None = None
+    # Strict: JSON true/false only. Lax parsing would read "no", "off", 0 as False and "yes", 1
+    # as True: a client bug silently changing what someone receives instead of a clear 422.
+    email_notifications: bool | None = Field(default=None, strict=True)
+    email_on_job_completion: bool | None = Field(default=None, strict=True)
+    email_on_job_failure: bool | None = Field(default=None, strict=True)
     notification_frequency: NotificationFrequency | None = None
-    email_on_job_timeout: bool | None = None
-    email_on_job_retry: bool | None = None
-    email_on_job_recovery: bool | None = None
+    email_on_job_timeout: bool | None = Field(default=None, strict=True)
+    email_on_job_retry: bool | None = Field(default=None, strict=True)
+    email_on_job_recovery: bool | None = Field(default=None, strict=True)
     quiet_hours: QuietHours | None = None
     job_ids: list[str] | None = Field(default=None, max_length=200)
     job_types: list[str] | None = Field(default=None, max_length=50)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
-from jobtracker_common.errors import ConflictError, NotFoundError
+from jobtracker_common.errors import ConflictError, NotFoundError, TransientError
 from jobtracker_common.timeutil import Clock, to_iso, utcnow
 from jobtracker_common.users import NotificationPreferences, PreferencesPatch, User
 
@@ -19,10 +20,18 @@ _BATCH_GET_LIMIT = 100
 
 
 class UsersRepository:
-    def __init__(self, client: DynamoDBClient, table_name: str, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        clock: Clock = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self._table = table_name
         self._clock = clock
+        self._sleep = sleep
 
     @staticmethod
     def from_item(item: dict[str, Any]) -> User:
@@ -44,13 +53,20 @@ class UsersRepository:
         return user
 
     def get_many(self, user_ids: Iterable[str]) -> dict[str, User]:
-        """Users by id (missing ones are simply absent), in BatchGetItem pages of 100."""
+        """Users by id (missing ones are simply absent), in BatchGetItem pages of 100.
+
+        Keys DynamoDB leaves unprocessed (throttling) are retried with backoff; if some are still
+        unread, TransientError: an absent user means "not provisioned", and the notifier would
+        record a skipped email for a user who exists.
+        """
         wanted = list(dict.fromkeys(user_ids))
         found: dict[str, User] = {}
         for start in range(0, len(wanted), _BATCH_GET_LIMIT):
             keys: list[Any] = [{"user_id": {"S": u}} for u in wanted[start : start + _BATCH_GET_LIMIT]]
             request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
-            for _ in range(8):
+            for attempt in range(8):
+                if attempt:
+                    self._sleep(min(1.0, 0.05 * 2 ** (attempt - 1)))
                 response = self._client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self._table, []):
                     user = self.from_item(item)
@@ -58,6 +74,9 @@ class UsersRepository:
                 request = dict(response.get("UnprocessedKeys") or {})
                 if not request:
                     break
+            if request:
+                unread = len(request[self._table]["Keys"])
+                raise TransientError(f"{unread} user record(s) stayed unprocessed after retries")
         return found
 
     @staticmethod
