@@ -17,6 +17,7 @@ from jobtracker_common.errors import (
     ConfigurationError,
     ConflictError,
     DuplicateError,
+    JobTrackerError,
     NotFoundError,
     TransientError,
     ValidationError,
@@ -77,13 +78,13 @@ def _schedule_state(job: Job | None) -> tuple[str, str, bool] | None:
 _DEPLOYMENT_WORDS = re.compile(r"\b(role|arn|target|group|kms)\b", re.IGNORECASE)
 
 
-def _scheduler_error(exc: ClientError) -> Exception:
+def _scheduler_error(exc: ClientError) -> JobTrackerError | None:
     """Scheduler's ValidationException about the expression or timezone is the caller's 422
     (AWS rules our own checks may not know yet); about the role or target it is a deploy bug."""
     error = exc.response.get("Error", {})
     message = str(error.get("Message", ""))
     if error.get("Code") != "ValidationException":
-        return exc
+        return None
     if _DEPLOYMENT_WORDS.search(message):
         logger.error("Scheduler refused the API's configuration", extra={"reason": message})
         return ConfigurationError(f"Scheduler refused the configuration: {message}")
@@ -248,7 +249,10 @@ class JobsService:
                     job_id=job_id, expression=job.schedule, timezone=job.timezone, enabled=job.enabled
                 )
         except ClientError as exc:
-            raise _scheduler_error(exc) from exc
+            mapped = _scheduler_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def run_now(self, caller: Caller, job_id: str, idempotency_key: str | None) -> Run:
         """Create the queued run (once per idempotency key) and start the runner asynchronously.
