@@ -40,7 +40,8 @@ class RenderedEmail:
 def header_safe(value: str, limit: int = SUBJECT_LIMIT) -> str:
     """One line, no control characters (CR/LF/NUL/NEL/LS/PS become a space), bounded length."""
     cleaned = _CONTROL.sub(" ", unicodedata.normalize("NFC", value))
-    cleaned = "".join(ch if unicodedata.category(ch) != "Cf" else " " for ch in cleaned)
+    if not cleaned.isascii():  # no ASCII character is a format character (Cf)
+        cleaned = "".join(ch if unicodedata.category(ch) != "Cf" else " " for ch in cleaned)
     cleaned = re.sub(r" {2,}", " ", cleaned).strip()
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
@@ -83,6 +84,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Compiled once per process; without this every render stats the template file to see
+        # whether it changed (it never does in a deployed function).
+        auto_reload=False,
     )
     env.filters["duration"] = human_duration
     env.filters["when"] = human_time
