@@ -292,3 +292,34 @@ def test_when_botocore_gives_up_on_a_transition_that_never_arrived_the_error_is_
             run, RunStatus.RUNNING, started_at=datetime.now(UTC)
         )
     assert RunsRepository(aws, "RunsTable").get(run.run_id) == run
+
+
+# ---- log writes that fail: the run's outcome comes first ---------------------------------
+def test_when_the_last_log_write_fails_the_outcome_is_still_recorded(
+    aws: Any, no_retries: Any, counting_type: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a runner whose log writes time out before reaching the table, unretried
+    add_job(JobsRepository(aws, "JobsTable"), "counting", {"sleep": 0})
+    lost = LostAnswers(no_retries, {"BatchWriteItem"}, applied=False)
+    # When a run ends
+    result = invoke(runner_on(no_retries), load_event("job_runner/schedule.json"))
+    # Then it is recorded completed (not left running for the sweeper), and the loss is reported
+    assert lost.count("BatchWriteItem") == 1
+    assert result["status"] == "completed"
+    assert [i["status"]["S"] for i in run_items(aws)] == ["completed"]
+    assert any(r.getMessage() == "log entries of the attempt were not stored" for r in caplog.records)
+
+
+def test_a_failed_log_write_during_the_run_is_kept_for_the_next_flush(aws: Any, no_retries: Any) -> None:
+    # Given a job that logs more than one flush's worth, and a first log write that fails
+    add_job(JobsRepository(aws, "JobsTable"), params={"duration_seconds": 0, "log_lines": 300})
+    lost = LostAnswers(no_retries, {"BatchWriteItem"}, applied=False, limit=1)
+    # When it runs
+    result = invoke(runner_on(no_retries), load_event("job_runner/schedule.json"))
+    # Then the job did not notice, and every entry is stored once, in order
+    assert lost.count("BatchWriteItem") == 1
+    assert result["status"] == "completed"
+    messages = logs_of(aws, result["run_id"])
+    steps = [m for m in messages if m.startswith("working, step")]
+    assert steps == [f"working, step {n}/300" for n in range(1, 301)]
+    assert len(messages) == 304  # + runner start/end and demo start/end

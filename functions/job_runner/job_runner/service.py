@@ -98,8 +98,23 @@ class RunContext:
             first = self._next_seq
             self._next_seq += len(entries)
             self._last_flush = time.monotonic()
-        if entries:
+        if not entries:
+            return
+        try:
             self.runs.append_logs(self.run, entries, first_seq=first)
+        except Exception:
+            with self._lock:
+                if last or self._next_seq != first + len(entries):
+                    raise
+                # Kept for the next flush under the same sequence numbers (chunks that were
+                # written are then overwritten with the same content), not lost.
+                self._buffer[:0] = entries
+                self._next_seq = first
+            logger.warning(
+                "log entries not stored yet; kept for the next flush",
+                exc_info=True,
+                extra={"run_id": self.run.run_id, "entries": len(entries)},
+            )
 
     def should_stop(self) -> bool:
         if self.stop_event.is_set():
@@ -366,7 +381,13 @@ class RunnerService:
                 f"retry {ctx.run.attempt + 1} scheduled for {changes['next_attempt_at'].isoformat()}",
                 category="runner",
             )
-        ctx.flush(last=True)
+        try:
+            ctx.flush(last=True)
+        except Exception:
+            # The outcome matters more than its log lines: a run left `running` would be timed
+            # out by the sweeper (and maybe retried) although the attempt ended. The lost lines
+            # are reported here, with the error.
+            logger.exception("log entries of the attempt were not stored", extra={"run_id": ctx.run.run_id})
         if ctx.progress:
             changes = {**changes, "progress": ctx.progress}
         try:
