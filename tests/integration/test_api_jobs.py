@@ -356,8 +356,9 @@ class RefusingScheduler:
 
 def refuse(api, message: str, expression: str | None = None) -> None:
     """Given Scheduler refuses `expression` (every expression when None) with `message`."""
+    fake: Any = RefusingScheduler(api.scheduler, message, expression)
     api.services.schedules = ScheduleService(
-        RefusingScheduler(api.scheduler, message, expression),
+        fake,
         group_name=GROUP,
         role_arn=ROLE_ARN,
         target_arn=RUNNER_ARN,
