@@ -144,12 +144,14 @@ def fresh_moto(host: str = "127.0.0.1", port: int = 0) -> Iterator[ThreadedServe
 def moto_server(host: str, port: int, front: WSGIApp | None = None) -> ThreadedServer:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
 
+    from jobtracker_local.moto_ordering import install_fast_item_order
     from jobtracker_local.moto_transactions import install_fast_transactions
 
     serialize_dynamodb_writes()
-    # moto's own TransactWriteItems deep-copies whole tables: the stack would slow down as its
-    # history grows (every run transition is a transaction).
+    # moto's own TransactWriteItems deep-copies whole tables, and each Query sorts the whole
+    # table comparing DynamoTypes: the stack would slow down as its history grows.
     install_fast_transactions()
+    install_fast_item_order()
     return ThreadedServer(moto_app(front), host, port, "moto-server", request_handler=MotoRequestHandler)
 
 
