@@ -20,6 +20,7 @@ from job_runner.service import RunnerService
 from jobtracker_common.errors import ConflictError, DuplicateError
 from jobtracker_common.models import RetryPolicy, RunStatus
 from jobtracker_common.repositories import JobsRepository, RunsRepository
+from jobtracker_common.repositories.runs import run_key
 
 from tests.conftest import load_event
 from tests.support.aws import REGION, dynamodb
@@ -323,3 +324,39 @@ def test_a_failed_log_write_during_the_run_is_kept_for_the_next_flush(aws: Any, 
     steps = [m for m in messages if m.startswith("working, step")]
     assert steps == [f"working, step {n}/300" for n in range(1, 301)]
     assert len(messages) == 304  # + runner start/end and demo start/end
+
+
+# ---- deleting a finished run --------------------------------------------------------------
+def test_delete_whose_answer_is_lost_still_removes_the_log_entries(aws: Any, lossy: Any) -> None:
+    # Given a finished run with log entries, and a client that loses the delete's first answer
+    run = make_run(RunsRepository(aws, "RunsTable"), status=RunStatus.COMPLETED, logs=30)
+    lost = LostAnswers(lossy, {"DeleteItem"}, limit=1)
+    # When it is deleted (botocore's retry finds the run already gone)
+    RunsRepository(lossy, "RunsTable").delete(run)
+    # Then the delete is reported done, and neither the run nor its entries are left
+    assert lost.count("DeleteItem") == 1
+    left = aws.query(
+        TableName="RunsTable",
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"RUN#{run.run_id}"}},
+    )
+    assert left["Items"] == []
+
+
+def test_delete_of_a_run_that_changed_meanwhile_is_a_conflict(aws: Any) -> None:
+    # Given a finished run as a caller read it, which then changed in the table (a new version
+    # with another terminal status stands in for any concurrent writer)
+    runs = RunsRepository(aws, "RunsTable")
+    run = make_run(runs, status=RunStatus.FAILED)
+    aws.update_item(
+        TableName="RunsTable",
+        Key=run_key(run.run_id),
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": "completed"}},
+    )
+    # When the stale copy is deleted
+    # Then it is refused, and the run stays
+    with pytest.raises(ConflictError):
+        runs.delete(run)
+    assert runs.get(run.run_id).status is RunStatus.COMPLETED

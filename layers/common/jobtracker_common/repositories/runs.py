@@ -519,11 +519,15 @@ class RunsRepository:
                 ConditionExpression="#status = :status",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={":status": serialize(run.status.value)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if is_conditional_failure(exc):
-                raise ConflictError(f"run {run.run_id} changed or was deleted concurrently") from exc
-            raise
+            if not is_conditional_failure(exc):
+                raise
+            # No item came back: it is already gone (ours, answer lost and retried by botocore,
+            # or a concurrent delete), so deleting its log chunks is still due.
+            if exc.response.get("Item"):
+                raise ConflictError(f"run {run.run_id} changed concurrently") from exc
         keys = [
             {"pk": item["pk"], "sk": item["sk"]}
             for item in self._paginate_query(
