@@ -565,7 +565,7 @@ def test_a_released_claim_keeps_what_the_retry_must_render(world: World) -> None
     assert "nightly &lt;backup&gt;" in world.ses.delivered[0]["Content"]["Simple"]["Body"]["Html"]["Data"]
 
 
-def test_a_released_held_email_costs_a_claim_a_send_and_an_outcome(world: World) -> None:
+def test_released_held_emails_cost_a_claim_each_and_their_outcomes_one_write(world: World) -> None:
     # Given five failures held by quiet hours
     world.add_user("owner", quiet_hours=QuietHours(start="22:00", end="07:00", timezone="UTC"))
     world.clock.now = T0.replace(hour=23)
@@ -575,9 +575,14 @@ def test_a_released_held_email_costs_a_claim_a_send_and_an_outcome(world: World)
     calls = count_calls(world.ddb)
     # When the digest tick after the window releases them
     report = DigestService(world.service).run()
-    # Then each was claimed and recorded without being read again after the due-index query
+    # Then each was claimed (no second read after the due-index query) and the five outcomes
+    # were written in one call
     assert report.outcomes == {"sent": 5}
-    assert calls == Counter({"Query": 4, "BatchGetItem": 1, "UpdateItem": 10})
+    assert calls == Counter({"Query": 4, "BatchGetItem": 1, "UpdateItem": 5, "BatchWriteItem": 1})
+    for run in runs:
+        (record,) = world.notifications.list_for_run(run.run_id)
+        assert (record.state, record.due_at, record.send_attempts) == (NotificationState.SENT, None, 1)
+        assert record.payload["run_id"] == run.run_id
 
 
 def test_users_that_cannot_be_read_are_retried_not_skipped(world: World) -> None:

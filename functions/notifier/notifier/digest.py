@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -37,7 +37,7 @@ from jobtracker_common.users import NotificationEvent, User
 from notifier.periods import follow_up_period, period_label
 from notifier.render import render_digest
 from notifier.sender import UNLIMITED, Budget, OutcomeUnknownError
-from notifier.service import NotifierService, Outcome
+from notifier.service import NotifierService, Outcome, SendBatch, UnrecordedSendsError
 from notifier.settings import NotifierSettings
 
 logger = make_logger("digest")
@@ -72,30 +72,58 @@ class DigestService:
         due = list(self.notifications.list_due(now))
         users = self.notifier.users.get_many(r.user_id for r in due)
         digests: dict[tuple[str, str], list[NotificationRecord]] = defaultdict(list)
-        for record in due:
-            waiting = record.state in (NotificationState.HELD, NotificationState.QUEUED)
-            if waiting and (reason := self._no_longer_wanted(record, users.get(record.user_id))):
-                if self.notifications.skip_waiting(record.pk, record.sk, reason=reason, now=now):
-                    report.count(Outcome.SKIPPED.value)
-                continue
-            if record.state is NotificationState.SENDING:
-                expired = record.lease_until is not None and parse_iso(record.lease_until) < now
-                if expired and self.notifications.mark_unconfirmed(record.pk, record.sk, now=now):
-                    logger.warning("orphaned claim recorded as unconfirmed", extra={"key": record.key})
-                    report.count(Outcome.UNCONFIRMED.value)
-            elif record.entity == "notification" and record.state is NotificationState.QUEUED:
-                digests[(record.user_id, record.digest_period or "")].append(record)
-            elif record.entity == "notification" and record.state in (
-                NotificationState.HELD,
-                NotificationState.PENDING,
-            ):
-                self._release(record, budget, report)
+        try:
+            # Held and pending releases record `sent` together, as the stream path does.
+            with self.notifier.batch([]) as batch:
+                for record in due:
+                    self._sort(
+                        record,
+                        user=users.get(record.user_id),
+                        now=now,
+                        budget=budget,
+                        report=report,
+                        batch=batch,
+                        digests=digests,
+                    )
+        except UnrecordedSendsError as exc:
+            # Sent, and their claims forbid a resend: the sweep records them unconfirmed.
+            report.errors.append(exc.message)
         for (user_id, period), items in sorted(digests.items()):
             try:
                 self._digest(user_id, users.get(user_id), period, items, budget=budget, report=report)
             except TransientError as exc:
                 report.errors.append(f"digest {user_id} {period}: {exc.message}")
         return report
+
+    def _sort(
+        self,
+        record: NotificationRecord,
+        *,
+        user: User | None,
+        now: datetime,
+        budget: Budget,
+        report: DigestReport,
+        batch: SendBatch,
+        digests: dict[tuple[str, str], list[NotificationRecord]],
+    ) -> None:
+        """Settle one due record now (skip, sweep, release) or set it aside for its digest."""
+        waiting = record.state in (NotificationState.HELD, NotificationState.QUEUED)
+        if waiting and (reason := self._no_longer_wanted(record, user)):
+            if self.notifications.skip_waiting(record.pk, record.sk, reason=reason, now=now):
+                report.count(Outcome.SKIPPED.value)
+            return
+        if record.state is NotificationState.SENDING:
+            expired = record.lease_until is not None and parse_iso(record.lease_until) < now
+            if expired and self.notifications.mark_unconfirmed(record.pk, record.sk, now=now):
+                logger.warning("orphaned claim recorded as unconfirmed", extra={"key": record.key})
+                report.count(Outcome.UNCONFIRMED.value)
+        elif record.entity == "notification" and record.state is NotificationState.QUEUED:
+            digests[(record.user_id, record.digest_period or "")].append(record)
+        elif record.entity == "notification" and record.state in (
+            NotificationState.HELD,
+            NotificationState.PENDING,
+        ):
+            self._release(record, budget, report, batch)
 
     @staticmethod
     def _no_longer_wanted(record: NotificationRecord, user: User | None) -> str | None:
@@ -118,9 +146,13 @@ class DigestService:
             return "preferences changed while waiting"
         return None
 
-    def _release(self, record: NotificationRecord, budget: Budget, report: DigestReport) -> None:
+    def _release(
+        self, record: NotificationRecord, budget: Budget, report: DigestReport, batch: SendBatch
+    ) -> None:
         try:
-            outcome = self.notifier.deliver(record.pk, record.sk, budget, release_held=True, seen=record)
+            outcome = self.notifier.deliver(
+                record.pk, record.sk, budget, release_held=True, seen=record, batch=batch
+            )
         except TransientError as exc:
             report.errors.append(f"{record.key}: {exc.message}")
             return

@@ -249,7 +249,7 @@ class NotifierService:
         )
         if self.notifications.create(claimed):
             return self._send(claimed, token, email, budget, written=claimed, payload=payload, batch=batch)
-        return self.deliver(pk, sk, budget)
+        return self.deliver(pk, sk, budget, batch=batch)
 
     # ---- shared by the stream path and the digest function -------------------------------
     def deliver(
@@ -260,6 +260,7 @@ class NotifierService:
         *,
         release_held: bool = False,
         seen: NotificationRecord | None = None,
+        batch: SendBatch | None = None,
     ) -> Outcome:
         """Send an existing record if it still needs sending; otherwise report why not.
 
@@ -286,7 +287,7 @@ class NotifierService:
         email = self.render(record.kind, record.payload)
         token = self.new_token()
         from_states = (NotificationState.PENDING, NotificationState.HELD)
-        if not self.notifications.claim(
+        claimed = self.notifications.claim(
             pk,
             sk,
             token=token,
@@ -295,14 +296,15 @@ class NotifierService:
             from_states=from_states,
             due_pk=due_shard(record.user_id),
             due_by=now if state is NotificationState.HELD else None,
-        ):
+        )
+        if claimed is None:
             return Outcome.IN_FLIGHT  # another worker claimed it between our read and write
-        if record.send_attempts + 1 > MAX_SEND_ATTEMPTS:
+        if claimed.send_attempts > MAX_SEND_ATTEMPTS:
             self.notifications.mark_failed_permanent(
-                pk, sk, token=token, error=f"gave up after {record.send_attempts} attempts", now=now
+                pk, sk, token=token, error=f"gave up after {claimed.send_attempts - 1} attempts", now=now
             )
             return Outcome.FAILED_PERMANENT
-        return self._send(record, token, email, budget)
+        return self._send(claimed, token, email, budget, written=claimed, batch=batch)
 
     def require_time(self, budget: Budget) -> None:
         """Claim nothing that cannot be sent in this invocation (no claim/release churn)."""

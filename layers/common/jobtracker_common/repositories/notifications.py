@@ -178,8 +178,12 @@ class NotificationsRepository:
         due_pk: str,
         due_by: datetime | None = None,
         items: list[str] | None = None,
-    ) -> bool:
-        """Take the record for one send attempt; only one worker can hold it at a time."""
+    ) -> NotificationRecord | None:
+        """Take the record for one send attempt; only one worker can hold it at a time.
+
+        Returns the record as claimed (the update's new image: no read needed to record the
+        outcome as a whole item), or None when the record was not in a claimable state.
+        """
         states = {f":s{i}": serialize(s.value) for i, s in enumerate(from_states)}
         condition = f"#state IN ({', '.join(states)})"
         values: dict[str, Any] = {
@@ -203,9 +207,16 @@ class NotificationsRepository:
         if due_by is not None:
             condition += " AND due_at <= :due"
             values[":due"] = serialize(to_iso(due_by) + "~")
-        return self._conditional_update(
-            pk, sk, update, condition, values, names={"#state": "state"} | self._items_name(items)
+        claimed = self._update(
+            pk,
+            sk,
+            update,
+            condition,
+            values,
+            names={"#state": "state"} | self._items_name(items),
+            returning=True,
         )
+        return self.from_item(claimed) if claimed is not None else None
 
     @staticmethod
     def _items_name(items: list[str] | None) -> dict[str, str]:
@@ -381,20 +392,35 @@ class NotificationsRepository:
         *,
         names: dict[str, str],
     ) -> bool:
+        return self._update(pk, sk, update, condition, values, names=names) is not None
+
+    def _update(
+        self,
+        pk: str,
+        sk: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        names: dict[str, str],
+        returning: bool = False,
+    ) -> dict[str, Any] | None:
+        """The conditional update; None if the condition failed, else the new item (if `returning`)."""
         try:
-            self._client.update_item(
+            response = self._client.update_item(
                 TableName=self._table,
                 Key=self._key(pk, sk),
                 UpdateExpression=update,
                 ConditionExpression=f"attribute_exists(pk) AND ({condition})",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW" if returning else "NONE",
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
-                return False
+                return None
             raise
-        return True
+        return dict(response.get("Attributes", {}))
 
     # ---- queries -------------------------------------------------------------------------
     def list_due(self, now: datetime) -> Iterator[NotificationRecord]:
