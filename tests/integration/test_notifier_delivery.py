@@ -602,3 +602,25 @@ def test_users_that_cannot_be_read_are_retried_not_skipped(world: World) -> None
     world.service.users = healthy
     assert world.deliver(record) == []
     assert world.ses.recipients() == ["owner@example.com"]
+
+
+def test_a_digest_tick_that_cannot_read_users_leaves_everything_due(world: World) -> None:
+    # Given a held failure whose window has ended, and a users table throttling every read
+    world.add_user("owner", quiet_hours=QuietHours(start="22:00", end="07:00", timezone="UTC"))
+    world.clock.now = T0.replace(hour=23)
+    run = make_run(RunStatus.FAILED)
+    assert world.deliver(stream_record(run)) == []
+    world.clock.now = T0.replace(day=3, hour=7, minute=1)
+    healthy = world.service.users
+    world.service.users = UsersRepository(
+        ThrottledUsersTable(world.ddb, times=99),  # type: ignore[arg-type]
+        "UsersTable",
+        sleep=lambda _s: None,
+    )
+    # When a tick runs, then the next one with the table healthy
+    report = DigestService(world.service).run()
+    assert report.errors and report.outcomes == {}
+    world.service.users = healthy
+    # Then the first left the record held (not cancelled as "user no longer exists"), the next sent it
+    assert DigestService(world.service).run().outcomes == {"sent": 1}
+    assert world.ses.recipients() == ["owner@example.com"]

@@ -70,7 +70,12 @@ class DigestService:
         report = DigestReport()
         now = self.clock()
         due = list(self.notifications.list_due(now))
-        users = self.notifier.users.get_many(r.user_id for r in due)
+        try:
+            users = self.notifier.users.get_many(r.user_id for r in due)
+        except TransientError as exc:
+            # Without the users nothing can be judged; everything stays due for the next tick.
+            report.errors.append(f"users not read: {exc.message}")
+            return report
         digests: dict[tuple[str, str], list[NotificationRecord]] = defaultdict(list)
         try:
             # Held and pending releases record `sent` together, as the stream path does.
