@@ -1,11 +1,13 @@
-"""boto3 clients: one per service per process, created lazily, injected into repositories.
+"""AWS clients: one per service per process, created lazily, injected into repositories.
 
-The endpoint comes from boto3's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` settings,
+The endpoint comes from the SDK's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` settings,
 so the same code talks to AWS, to moto server or to LocalStack without a code path of its own.
 
-Every client comes from ONE boto3 session per process: a session's loader caches the files
-all clients share (endpoints, partitions, retry and default-config data), so a second client
-costs ~1/3 of the first; a fresh session per client would load them all again.
+Clients are botocore's low-level clients (the same objects `boto3.client()` returns): importing
+boto3 would add its session wrapper, resource layer and s3transfer (~0.13x of a bare client's
+cold start), none of which a function uses. Every client comes from ONE session per process:
+a session's loader caches the files all clients share (endpoints, partitions, retry and
+default-config data), so a second client costs ~1/3 of the first.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 if TYPE_CHECKING:
-    from boto3.session import Session
+    from botocore.session import Session
 
 #: Standard retry mode retries throttling (ProvisionedThroughputExceeded, Throttling...) with
 #: exponential backoff and jitter; adaptive adds client-side rate limiting under sustained load.
@@ -35,13 +37,13 @@ _lock = threading.Lock()
 
 @cache
 def session() -> Session:
-    return boto3.session.Session()
+    return botocore.session.Session()
 
 
 def new_client(service: str, config: Config | None = None) -> Any:
     """A new client from the process's session (for a client with its own config)."""
     with _lock:
-        return session().client(service, config=config or CLIENT_CONFIG)  # type: ignore[call-overload]
+        return session().create_client(service, config=config or CLIENT_CONFIG)
 
 
 @cache

@@ -1,20 +1,94 @@
-"""DynamoDB attribute-value conversion for the low-level client."""
+"""DynamoDB attribute-value conversion for the low-level client.
+
+The conversion follows boto3's `boto3.dynamodb.types` TypeSerializer/TypeDeserializer rule for
+rule (tests/unit/test_dynamo_types.py compares both), written out here because importing any
+`boto3.*` module imports all of boto3 (its session, resources and s3transfer): ~0.13x of a bare
+client's cold start for two small classes. Lambda code talks to botocore clients only.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
 from typing import TYPE_CHECKING, Any
-
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
+#: DynamoDB numbers: 38 digits, exponent range of the service; any loss of precision is an error.
+DYNAMODB_CONTEXT = Context(
+    Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow]
+)
+_BINARY = (bytes, bytearray)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | Decimal):
+        return True
+    if isinstance(value, float):
+        raise TypeError("Float types are not supported. Use Decimal types instead.")
+    return False
+
+
+def _number(value: Any) -> str:
+    number = str(DYNAMODB_CONTEXT.create_decimal(value))
+    if number in ("Infinity", "NaN"):
+        raise TypeError("Infinity and NaN not supported")
+    return number
+
+
+def _attribute(value: Any) -> Any:
+    """Python value -> attribute value (boto3's TypeSerializer.serialize)."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if _is_number(value):
+        return {"N": _number(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, _BINARY):
+        return {"B": value}
+    if isinstance(value, AbstractSet):
+        if all(_is_number(v) for v in value):
+            return {"NS": [_number(v) for v in value]}
+        if all(isinstance(v, str) for v in value):
+            return {"SS": list(value)}
+        if all(isinstance(v, _BINARY) for v in value):
+            return {"BS": list(value)}
+    if isinstance(value, Mapping):
+        return {"M": {k: _attribute(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [_attribute(v) for v in value]}
+    raise TypeError(f'Unsupported type "{type(value)}" for value "{value}"')
+
+
+def _python(value: Mapping[str, Any]) -> Any:
+    """Attribute value -> Python value (boto3's TypeDeserializer.deserialize; binary values
+    stay bytes instead of boto3's `Binary` wrapper, and no table here stores any)."""
+    if not value:
+        raise TypeError("Value must be a nonempty dictionary whose key is a valid dynamodb type.")
+    kind, data = next(iter(value.items()))
+    if kind in {"S", "BOOL", "B"}:
+        return data
+    if kind == "N":
+        return DYNAMODB_CONTEXT.create_decimal(data)
+    if kind == "M":
+        return {k: _python(v) for k, v in data.items()}
+    if kind == "L":
+        return [_python(v) for v in data]
+    if kind == "NULL":
+        return None
+    if kind in {"SS", "BS"}:
+        return set(data)
+    if kind == "NS":
+        return {DYNAMODB_CONTEXT.create_decimal(v) for v in data}
+    raise TypeError(f"Dynamodb type {kind} is not supported")
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -40,7 +114,8 @@ def _from_dynamo(value: Any) -> Any:
 
 
 def serialize(value: Any) -> AttributeValueTypeDef:
-    return _serializer.serialize(_to_dynamo(value))
+    result: AttributeValueTypeDef = _attribute(_to_dynamo(value))
+    return result
 
 
 def to_item(data: dict[str, Any]) -> dict[str, AttributeValueTypeDef]:
@@ -49,7 +124,7 @@ def to_item(data: dict[str, Any]) -> dict[str, AttributeValueTypeDef]:
 
 
 def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+    return {k: _from_dynamo(_python(v)) for k, v in item.items()}
 
 
 def is_conditional_failure(exc: Exception) -> bool:
