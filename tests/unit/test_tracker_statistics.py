@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jobtracker_common.dynamo import to_item
 from jobtracker_common.models import ErrorInfo, Run, RunStatus, Trigger
 from jobtracker_common.repositories.stats import MAX_TRANSACTION_ITEMS, StatsRepository
 from jobtracker_common.statistics import (
@@ -23,6 +25,7 @@ from jobtracker_common.statistics import (
     histogram_lower,
     histogram_upper,
     percentile,
+    percentiles,
 )
 from pydantic import ValidationError
 
@@ -185,3 +188,54 @@ def test_a_batch_is_packed_into_transactions_of_at_most_100_items() -> None:
     for chunk in chunks:
         keys = {(k.pk, k.sk) for i in chunk for k in bucket_keys(deltas[i])}
         assert len(chunk) + len(keys) <= MAX_TRANSACTION_ITEMS
+
+
+def stored_item(counters: Counters) -> dict[str, Any]:
+    """A bucket item as the low-level client returns it."""
+    return to_item({"pk": "ALL#D", "sk": "2026-03-10#*", "expires_at": 1, **counters.to_attributes()})
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(list(RunStatus)), st.integers(min_value=0, max_value=10**8)),
+        max_size=60,
+    )
+)
+def test_a_bucket_item_reads_back_as_the_counters_it_was_written_from(
+    transitions: list[tuple[RunStatus, int]],
+) -> None:
+    # Given counters folded from any terminal/retrying transitions and durations
+    written = Counters()
+    for status, duration in transitions:
+        if status.is_terminal or status is RunStatus.RETRYING:
+            written.add_delta(make_delta(status=status, duration_ms=duration))
+
+    # When the stored item is read back (fast path: bins fetched between the min's and max's)
+    read = Counters.from_item(stored_item(written))
+
+    # Then every number is the same
+    assert read.to_attributes() == written.to_attributes()
+    assert read.summary() == written.summary()
+
+
+def test_an_item_whose_bins_do_not_add_up_is_read_attribute_by_attribute() -> None:
+    # Given items a hand-written backfill could hold: bins outside [min, max], bins without min/max
+    outside = {**to_item({"d_count": 3, "d_sum": 60, "d_min": 10, "d_max": 10}), "h014": {"N": "2"}}
+    outside["h001"] = {"N": "1"}
+    no_extremes = to_item({"c_completed": 2, "d_count": 2, "d_sum": 40, "h018": 2})
+
+    # When they are read
+    first, second = Counters.from_item(outside), Counters.from_item(no_extremes)
+
+    # Then no bin is lost
+    assert first.to_attributes()["h001"] == 1 and first.to_attributes()["h014"] == 2
+    assert second.to_attributes()["h018"] == 2 and second.counts[RunStatus.COMPLETED] == 2
+
+
+def test_several_percentiles_in_one_pass_match_one_at_a_time() -> None:
+    histogram = {0: 3, 5: 10, 9: 1, 40: 6}
+    bins = [histogram.get(i, 0) for i in range(41)]
+    assert percentiles(bins, (0.05, 0.5, 0.95, 0.99), low=0.5, high=900_000) == [
+        percentile(histogram, q, low=0.5, high=900_000) for q in (0.05, 0.5, 0.95, 0.99)
+    ]
+    assert percentiles([0, 0], (0.5,), low=None, high=None) == [None]

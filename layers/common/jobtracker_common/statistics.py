@@ -13,10 +13,15 @@ whatever the number of runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
+from itertools import accumulate, repeat
+from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -108,23 +113,33 @@ def histogram_upper(index: int) -> float:
 def percentile(
     histogram: Mapping[int, int], q: float, *, low: float | None, high: float | None
 ) -> float | None:
-    """The q-quantile (0..1) of the histogrammed durations: the geometric middle of the bucket
-    holding that rank, clamped to the exact min/max."""
-    total = sum(histogram.values())
-    if total == 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for index in sorted(histogram):
-        seen += histogram[index]
-        if seen >= rank:
-            value = 0.0 if index == 0 else math.sqrt(histogram_lower(index) * histogram_upper(index))
-            if low is not None:
-                value = max(value, float(low))
-            if high is not None:
-                value = min(value, float(high))
-            return value
-    return None  # pragma: no cover - unreachable, seen reaches total
+    """The q-quantile (0..1) of the histogrammed durations (bin -> count): the geometric middle
+    of the bucket holding that rank, clamped to the exact min/max."""
+    bins = [0] * (max(histogram, default=-1) + 1)
+    for index, count in histogram.items():
+        bins[index] = count
+    return percentiles(bins, (q,), low=low, high=high)[0]
+
+
+def percentiles(
+    bins: Sequence[int], qs: Sequence[float], *, low: float | None, high: float | None
+) -> list[float | None]:
+    """Several quantiles (as `percentile`) of a histogram held as counts by bin index."""
+    running = list(accumulate(bins))
+    total = running[-1] if running else 0
+    out: list[float | None] = []
+    for q in qs:
+        if total == 0:
+            out.append(None)
+            continue
+        index = bisect_left(running, max(1, math.ceil(q * total)))
+        value = 0.0 if index == 0 else math.sqrt(histogram_lower(index) * histogram_upper(index))
+        if low is not None:
+            value = max(value, float(low))
+        if high is not None:
+            value = min(value, float(high))
+        out.append(value)
+    return out
 
 
 # ---- what one run transition contributes ----------------------------------------------------
@@ -242,7 +257,8 @@ class Counters:
     duration_sum: int = 0
     duration_min: int | None = None
     duration_max: int | None = None
-    histogram: dict[int, int] = field(default_factory=dict)
+    #: Counts by histogram bin index (a plain array: merging and percentiles run in C).
+    histogram: list[int] = field(default_factory=list)
 
     def add_delta(self, delta: StatsDelta) -> None:
         if delta.status is RunStatus.RETRYING:
@@ -259,7 +275,9 @@ class Counters:
         self.duration_min = duration_ms if self.duration_min is None else min(self.duration_min, duration_ms)
         self.duration_max = duration_ms if self.duration_max is None else max(self.duration_max, duration_ms)
         index = histogram_index(duration_ms)
-        self.histogram[index] = self.histogram.get(index, 0) + 1
+        if index >= len(self.histogram):
+            self.histogram.extend([0] * (index + 1 - len(self.histogram)))
+        self.histogram[index] += 1
 
     def merge(self, other: Counters) -> None:
         for status, value in other.counts.items():
@@ -270,24 +288,61 @@ class Counters:
         for extreme, pick in (("duration_min", min), ("duration_max", max)):
             mine, theirs = getattr(self, extreme), getattr(other, extreme)
             setattr(self, extreme, theirs if mine is None else mine if theirs is None else pick(mine, theirs))
-        for index, value in other.histogram.items():
-            self.histogram[index] = self.histogram.get(index, 0) + value
+        self._add_bins(0, other.histogram)
+
+    def _add_bins(self, first: int, counts: Sequence[int]) -> None:
+        """Add `counts` to bins first, first + 1, ..."""
+        end = first + len(counts)
+        bins = self.histogram
+        if not bins:
+            # Nothing to add to (a fresh sum, e.g. a series point): a copy, no per-bin additions.
+            bins[:] = [0] * first
+            bins.extend(counts)
+            return
+        if len(bins) < end:
+            bins.extend([0] * (end - len(bins)))
+        bins[first:end] = map(add, bins[first:end], counts)
 
     @classmethod
-    def from_attributes(cls, data: Mapping[str, Any]) -> Counters:
-        """From a deserialized bucket item (plain Python values)."""
+    def from_item(cls, item: Mapping[str, Mapping[str, Any]]) -> Counters:
         out = cls()
-        for status in COUNTED_STATUSES:
-            out.counts[status] = int(data.get(counter_name(status), 0))
-        out.retries = int(data.get(counter_name(RunStatus.RETRYING), 0))
-        out.duration_count = int(data.get("d_count", 0))
-        out.duration_sum = int(data.get("d_sum", 0))
-        out.duration_min = int(data["d_min"]) if "d_min" in data else None
-        out.duration_max = int(data["d_max"]) if "d_max" in data else None
-        for name, value in data.items():
-            if len(name) == 4 and name.startswith("h") and name[1:].isdigit():
-                out.histogram[int(name[1:])] = int(value)
+        out.add_item(item)
         return out
+
+    def add_item(self, item: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add one bucket item as the low-level client returns it (attribute-value maps).
+
+        No Python-level step per attribute (a bucket that has seen many runs carries one
+        attribute per filled bin): the counters are a fixed set of names, and the filled bins
+        can only lie between the bins of the exact min and max (written in the same transaction
+        as the counts), so they are fetched as one run of names by C-level map/itemgetter and
+        parsed from their "N" strings (no TypeDeserializer or Decimal per value). The bins must
+        add up to d_count; an item that breaks this is read attribute by attribute instead."""
+        numbers = list(map(int, map(_N, map(item.get, _NUMBER_ATTRIBUTES, repeat(_ZERO)))))
+        for status, value in zip(COUNTED_STATUSES, numbers[:4], strict=True):
+            self.counts[status] += value
+        self.retries += numbers[4]
+        self.duration_count += numbers[5]
+        self.duration_sum += numbers[6]
+        low, high = item.get("d_min"), item.get("d_max")
+        if low is None or high is None:
+            if numbers[5]:
+                self._add_scanned_bins(item)
+            return
+        low_ms, high_ms = int(low["N"]), int(high["N"])
+        self.duration_min = low_ms if self.duration_min is None else min(self.duration_min, low_ms)
+        self.duration_max = high_ms if self.duration_max is None else max(self.duration_max, high_ms)
+        first, last = histogram_index(low_ms), histogram_index(high_ms)
+        counts = list(map(int, map(_N, map(item.get, _bin_attributes(first, last), repeat(_ZERO)))))
+        if sum(counts) == numbers[5]:
+            self._add_bins(first, counts)
+        else:
+            self._add_scanned_bins(item)
+
+    def _add_scanned_bins(self, item: Mapping[str, Mapping[str, Any]]) -> None:
+        for name, value in item.items():
+            if len(name) == 4 and name[0] == "h" and name[1:].isdigit():
+                self._add_bins(int(name[1:]), (int(Decimal(value["N"])),))
 
     def to_attributes(self) -> dict[str, Any]:
         data: dict[str, Any] = {counter_name(s): v for s, v in self.counts.items() if v}
@@ -299,26 +354,48 @@ class Counters:
             data["d_min"] = self.duration_min
         if self.duration_max is not None:
             data["d_max"] = self.duration_max
-        data.update({histogram_attribute(i): v for i, v in self.histogram.items() if v})
+        data.update({histogram_attribute(i): v for i, v in enumerate(self.histogram) if v})
         return data
 
     def summary(self) -> StatsSummary:
+        return StatsSummary(**self.summary_fields())
+
+    def summary_fields(self) -> dict[str, Any]:
+        """StatsSummary's fields, for the models that extend it (no dump and re-validate)."""
         terminal = sum(self.counts.values())
         judged = terminal - self.counts.get(RunStatus.CANCELED, 0)
-        return StatsSummary(
-            total=terminal,
-            by_status={s.value: self.counts.get(s, 0) for s in COUNTED_STATUSES},
-            retries=self.retries,
-            success_rate=(self.counts.get(RunStatus.COMPLETED, 0) / judged) if judged else None,
-            duration=DurationSummary(
+        p50, p95 = percentiles(self.histogram, (0.50, 0.95), low=self.duration_min, high=self.duration_max)
+        return {
+            "total": terminal,
+            "by_status": {s.value: self.counts.get(s, 0) for s in COUNTED_STATUSES},
+            "retries": self.retries,
+            "success_rate": (self.counts.get(RunStatus.COMPLETED, 0) / judged) if judged else None,
+            "duration": DurationSummary(
                 count=self.duration_count,
                 avg_ms=(self.duration_sum / self.duration_count) if self.duration_count else None,
-                p50_ms=percentile(self.histogram, 0.50, low=self.duration_min, high=self.duration_max),
-                p95_ms=percentile(self.histogram, 0.95, low=self.duration_min, high=self.duration_max),
+                p50_ms=p50,
+                p95_ms=p95,
                 min_ms=self.duration_min,
                 max_ms=self.duration_max,
             ),
-        )
+        }
+
+
+#: Number attributes of a bucket item, in the order `Counters.add_item` reads them.
+_NUMBER_ATTRIBUTES = (
+    *(counter_name(s) for s in COUNTED_STATUSES),
+    counter_name(RunStatus.RETRYING),
+    "d_count",
+    "d_sum",
+)
+_ZERO = {"N": "0"}
+_N = itemgetter("N")
+
+
+@lru_cache(maxsize=1024)
+def _bin_attributes(first: int, last: int) -> tuple[str, ...]:
+    """Histogram attribute names of bins first..last (few distinct spans: cached)."""
+    return tuple(histogram_attribute(i) for i in range(first, last + 1))
 
 
 @dataclass
@@ -478,30 +555,28 @@ def query_statistics(
     per_label: dict[str, Counters] = {}
     per_type: dict[str, Counters] = {}
     for item in items:
-        label, _, dimension = str(item["sk"]).partition("#")
-        job_type = item.get("job_type")
+        label, _, dimension = item["sk"]["S"].partition("#")
+        job_type = _string(item, "job_type")
         if query.job_id is not None:
             # A job bucket is visible only to its owner (and admins).
-            if query.owner_id is not None and item.get("owner_id") != query.owner_id:
+            if query.owner_id is not None and _string(item, "owner_id") != query.owner_id:
                 continue
             if query.job_type is not None and job_type != query.job_type:
                 continue
-            counters = Counters.from_attributes(item)
-            _add(per_label, label, counters)
+            _counters(per_label, label).add_item(item)
             if job_type is not None:
-                _add(per_type, str(job_type), counters)
+                _counters(per_type, job_type).add_item(item)
             continue
         if dimension == OVERALL_DIM:
             if query.job_type is None:
-                _add(per_label, label, Counters.from_attributes(item))
+                _counters(per_label, label).add_item(item)
             continue
         type_name = dimension.removeprefix(TYPE_DIM_PREFIX)
         if query.job_type is not None and type_name != query.job_type:
             continue
-        counters = Counters.from_attributes(item)
-        _add(per_type, type_name, counters)
+        _counters(per_type, type_name).add_item(item)
         if query.job_type is not None:
-            _add(per_label, label, counters)
+            _counters(per_label, label).add_item(item)
 
     totals = Counters()
     series = []
@@ -509,9 +584,7 @@ def query_statistics(
         counters = per_label.get(label, Counters())
         totals.merge(counters)
         start = granularity.start_of(label)
-        series.append(
-            SeriesPoint(start=start, end=start + granularity.step, **counters.summary().model_dump())
-        )
+        series.append(SeriesPoint(start=start, end=start + granularity.step, **counters.summary_fields()))
     return StatisticsResult(
         scope="global" if query.owner_id is None else "owner",
         owner_id=query.owner_id,
@@ -523,16 +596,19 @@ def query_statistics(
         job_id=query.job_id,
         totals=totals.summary(),
         by_job_type=[
-            JobTypeStats(job_type=name, **per_type[name].summary().model_dump()) for name in sorted(per_type)
+            JobTypeStats(job_type=name, **per_type[name].summary_fields()) for name in sorted(per_type)
         ],
         series=series,
     )
 
 
-def _add(target: dict[str, Counters], key: str, counters: Counters) -> None:
-    if key in target:
-        target[key].merge(counters)
-    else:
-        merged = Counters()
-        merged.merge(counters)
-        target[key] = merged
+def _counters(target: dict[str, Counters], key: str) -> Counters:
+    counters = target.get(key)
+    if counters is None:
+        counters = target[key] = Counters()
+    return counters
+
+
+def _string(item: Mapping[str, Mapping[str, Any]], name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else value.get("S")

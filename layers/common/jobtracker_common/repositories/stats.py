@@ -322,7 +322,8 @@ class StatsRepository:
     def read_buckets(
         self, scope: str, granularity: Granularity, first: str, last: str
     ) -> list[dict[str, Any]]:
-        """Every bucket item of `scope` from label `first` to `last` inclusive (all dimensions)."""
+        """Every bucket item of `scope` from label `first` to `last` inclusive (all dimensions),
+        as the low-level client returns them (attribute-value maps, for `Counters.add_item`)."""
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :from AND :to",
@@ -336,7 +337,7 @@ class StatsRepository:
         items: list[dict[str, Any]] = []
         while True:
             response = self._client.query(**kwargs)
-            items.extend(from_item(item) for item in response.get("Items", []))
+            items.extend(response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
