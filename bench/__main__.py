@@ -41,6 +41,7 @@ def _benchmarks(args: argparse.Namespace) -> dict[str, Callable[[], list[Row]]]:
 
         benches["e2e"] = lambda: local_stack.end_to_end_latency(args.e2e_runs)
         benches["startup"] = local_stack.fresh_clone_startup
+        benches["history"] = local_stack.moto_history_cost
         benches["api"] = lambda: local_stack.api_under_load(args.api_duration, args.api_clients)
     except ImportError:
         pass

@@ -4,6 +4,8 @@
   from each schedule's fire time to its email's .eml file in the outbox (file mtime).
 - Fresh clone: `make run`'s command in a new `git clone` (dependencies installed, nothing of the
   project compiled, no `.local/`): the time to the ready line and to the first demo email.
+- History: what one TransactWriteItems and one Query cost on the local stack's moto server
+  once a table holds a long history, with the stack's moto patches and with moto's own code.
 - API under load: N concurrent clients for D seconds on `/job-logs/active` and
   `/job-logs/statistics` through the local gateway (JWT verified, scopes enforced), beside the
   same requests made to the API handler in-process (moto in-process, same kind of data).
@@ -249,6 +251,120 @@ def fresh_clone_startup(timeout: float = 180.0) -> list[Row]:
             if email is not None
             else f"no email in {timeout:g} s",
         ),
+    ]
+
+
+def moto_history_cost(items: int = 30_000, repeats: int = 3) -> list[Row]:
+    """ms per TransactWriteItems / base-table Query / sparse-index Query on an `items` table."""
+    label = f"local moto at {items:,} items"
+    if not module_exists("jobtracker_local.moto_ordering"):
+        return [not_measured(label, "informational", "local stack not there yet", "ms")]
+    from jobtracker_local.endpoint import fresh_moto
+    from jobtracker_local.moto_ordering import MOTO_ALL_ITEMS
+    from jobtracker_local.moto_ordering import all_items as fast_all_items
+    from jobtracker_local.moto_transactions import MOTO_TRANSACT_WRITE_ITEMS, transact_write_items
+    from jobtracker_local.resources import REGION, aws_client
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+    from moto.dynamodb.models.table import Table
+
+    def timed(call: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        return (time.perf_counter() - started) / repeats * 1000
+
+    results: dict[str, dict[str, float]] = {}
+    with fresh_moto() as server:
+        ddb = aws_client("dynamodb", server.url)
+        ddb.create_table(
+            TableName="History",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": "active", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "active",
+                    "KeySchema": [{"AttributeName": "active", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+        table = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table("History")
+        # Like the runs table: a run item and two log chunks per run, time-ordered ids, a few active.
+        for n in range(items):
+            item = {"pk": {"S": f"RUN#{n // 3:09d}"}, "sk": {"S": ("META", "LOG#1", "LOG#2")[n % 3]}}
+            if n % 1000 == 0:
+                item["active"] = {"S": "shard-0"}
+            table.put_item({**item, "detail": {"S": "x" * 200}})
+        counter = iter(range(10**9))
+
+        def transaction() -> None:
+            k = next(counter)
+            ddb.transact_write_items(
+                TransactItems=[
+                    {"Put": {"TableName": "History", "Item": {"pk": {"S": f"NEW#{k}"}, "sk": {"S": "META"}}}},
+                    {
+                        "Update": {
+                            "TableName": "History",
+                            "Key": {"pk": {"S": "RUN#000000007"}, "sk": {"S": "META"}},
+                            "UpdateExpression": "SET n = :n",
+                            "ExpressionAttributeValues": {":n": {"N": str(k)}},
+                        }
+                    },
+                ]
+            )
+
+        def partition() -> None:
+            ddb.query(
+                TableName="History",
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": {"S": "RUN#000000077"}},
+            )
+
+        def index() -> None:
+            ddb.query(
+                TableName="History",
+                IndexName="active",
+                KeyConditionExpression="active = :a",
+                ExpressionAttributeValues={":a": {"S": "shard-0"}},
+            )
+
+        installed = (DynamoDBBackend.transact_write_items, Table.all_items)
+        try:
+            for name, (tx, order) in {
+                "moto": (MOTO_TRANSACT_WRITE_ITEMS, MOTO_ALL_ITEMS),
+                "stack": (transact_write_items, fast_all_items),
+            }.items():
+                DynamoDBBackend.transact_write_items = tx  # type: ignore[method-assign]
+                Table.all_items = order  # type: ignore[method-assign]
+                results[name] = {"tx": timed(transaction), "query": timed(partition), "index": timed(index)}
+        finally:
+            DynamoDBBackend.transact_write_items, Table.all_items = installed  # type: ignore[method-assign]
+    names = {
+        "tx": "TransactWriteItems (Put + Update)",
+        "query": "Query of one run",
+        "index": "Query of a sparse index",
+    }
+    return [
+        Row(
+            f"{label}: {names[key]}",
+            round(results["stack"][key], 1),
+            "ms",
+            "informational",
+            None,
+            f"moto's own code: {results['moto'][key]:.1f} ms "
+            f"({results['moto'][key] / results['stack'][key]:.0f}x); over HTTP, mean of {repeats}",
+        )
+        for key in names
     ]
 
 
