@@ -8,8 +8,8 @@ the guard (see `jobtracker_common.repositories.notifications`):
    worker can win; replays and duplicates find the record and stop.
 2. send — one SES call (throttling retried inside the time budget).
 3. record — `sent` (with the SES message id) / `failed_permanent`, conditional on the token.
-   Inside `batch()` (the stream handler) a fresh claim's `sent` is instead written whole with
-   the other sent records of the batch, 25 per BatchWriteItem (see `SendBatch`).
+   Inside `batch()` (a stream batch, a digest tick's releases) `sent` is instead written as the
+   whole record with the batch's other sent records, 25 per BatchWriteItem (see `SendBatch`).
 
 A crash between 2 and 3 leaves the record `sending`; it is never claimed again, so it is never
 re-sent: once its lease expires the sweep records it as `unconfirmed` (metric + log). The price
@@ -77,7 +77,7 @@ class UnrecordedSendsError(JobTrackerError):
 
 @dataclass
 class SendBatch:
-    """The state of one unit of work (a stream batch) shared by its run events.
+    """One unit of work (a stream batch, a digest tick's releases) shared by its sends.
 
     `users`: every recipient looked up so far (None: not provisioned), read with one
     BatchGetItem for the whole batch instead of one per run event. `sent`: finished claims of
@@ -248,7 +248,7 @@ class NotifierService:
             }
         )
         if self.notifications.create(claimed):
-            return self._send(claimed, token, email, budget, written=claimed, payload=payload, batch=batch)
+            return self._send(claimed, token, email, budget, payload=payload, batch=batch)
         return self.deliver(pk, sk, budget, batch=batch)
 
     # ---- shared by the stream path and the digest function -------------------------------
@@ -304,7 +304,7 @@ class NotifierService:
                 pk, sk, token=token, error=f"gave up after {claimed.send_attempts - 1} attempts", now=now
             )
             return Outcome.FAILED_PERMANENT
-        return self._send(claimed, token, email, budget, written=claimed, batch=batch)
+        return self._send(claimed, token, email, budget, batch=batch)
 
     def require_time(self, budget: Budget) -> None:
         """Claim nothing that cannot be sent in this invocation (no claim/release churn)."""
@@ -326,14 +326,13 @@ class NotifierService:
         email: RenderedEmail,
         budget: Budget,
         *,
-        written: NotificationRecord | None = None,
         payload: dict[str, Any] | None = None,
         batch: SendBatch | None = None,
     ) -> Outcome:
         """Send a claimed record and record the outcome.
 
-        `written`: the claim exactly as stored, so with a `batch` its `sent` joins the batch's;
-        `payload`: what a released claim needs to be rendered again, when the claim lacks it.
+        `record`: the claim exactly as stored, so with a `batch` its `sent` can be written as a
+        whole item; `payload`: what a released claim needs to be rendered again, if it lacks it.
         """
         pk, sk = record.pk, record.sk
         if not record.email:
@@ -364,9 +363,9 @@ class NotifierService:
             if isinstance(exc, TransientError):
                 raise
             raise TransientError(message) from exc
-        if batch is not None and written is not None:
+        if batch is not None:
             batch.sent.append(
-                written.model_copy(
+                record.model_copy(
                     update={
                         "state": NotificationState.SENT,
                         "message_id": message_id,
