@@ -624,3 +624,15 @@ def test_a_digest_tick_that_cannot_read_users_leaves_everything_due(world: World
     # Then the first left the record held (not cancelled as "user no longer exists"), the next sent it
     assert DigestService(world.service).run().outcomes == {"sent": 1}
     assert world.ses.recipients() == ["owner@example.com"]
+
+
+def test_a_record_duplicated_inside_one_batch_sends_one_email(world: World) -> None:
+    # Given a batch that carries the same transition twice (its `sent` not yet written between them)
+    world.add_user("owner")
+    record = stream_record(make_run(RunStatus.FAILED))
+    # When it is delivered
+    assert world.deliver(record, record) == []
+    # Then one email went out and the record says sent
+    assert len(world.ses.delivered) == 1
+    (notification,) = world.notifications.list_for_run(make_run().run_id)
+    assert notification.state is NotificationState.SENT
