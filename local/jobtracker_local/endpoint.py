@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -153,6 +154,47 @@ def moto_server(host: str, port: int, front: WSGIApp | None = None) -> ThreadedS
     install_fast_transactions()
     install_fast_item_order()
     return ThreadedServer(moto_app(front), host, port, "moto-server", request_handler=MotoRequestHandler)
+
+
+#: DynamoDB's TTL leaves items whose expiry is more than five years in the past alone.
+_TTL_HORIZON_SECONDS = 5 * 365 * 86400
+
+
+def expire_ttl_items(account: str, region: str, now: float | None = None) -> int:
+    """Delete the items of the in-process moto whose TTL has passed, as DynamoDB's TTL does.
+
+    moto never expires items, so the local tables kept every run, log chunk and marker, and
+    each Query (moto filters every item) slowed down with the history. Only tables with TTL
+    enabled, only Number attributes in epoch seconds, as DynamoDB. Deleted through the backend,
+    so the stream gets the REMOVE record a TTL deletion writes (without its service identity).
+    """
+    from moto.dynamodb.models import dynamodb_backends
+
+    backend = dynamodb_backends[account][region]
+    now = time.time() if now is None else now
+    removed = 0
+    with _serialize_lock:
+        for name, table in list(backend.tables.items()):
+            if table.ttl.get("TimeToLiveStatus") != "ENABLED" or not table.ttl.get("AttributeName"):
+                continue
+            attribute = table.ttl["AttributeName"]
+            items: list[Any] = (
+                [i for partition in table.items.values() for i in partition.values()]
+                if table.range_key_attr
+                else list(table.items.values())
+            )
+            for item in items:
+                value = item.attrs.get(attribute)
+                if value is None or value.type != "N":
+                    continue
+                expiry = float(value.value)
+                if now - _TTL_HORIZON_SECONDS < expiry < now:
+                    key = {table.hash_key_attr: item.hash_key.to_json()}
+                    if table.range_key_attr is not None and item.range_key is not None:
+                        key[table.range_key_attr] = item.range_key.to_json()
+                    backend.delete_item(name, key)
+                    removed += 1
+    return removed
 
 
 def prune_stream_iterators(account: str, region: str, keep_last: int = 256) -> int:

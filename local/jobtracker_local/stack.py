@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobtracker_local.auth import JwtAuthorizer, KeyStore
-from jobtracker_local.endpoint import ThreadedServer, moto_server, prune_stream_iterators
+from jobtracker_local.endpoint import ThreadedServer, expire_ttl_items, moto_server, prune_stream_iterators
 from jobtracker_local.functions import AsyncSettings, FunctionRuntime
 from jobtracker_local.gateway import Gateway, authorizer_config
 from jobtracker_local.outbox import Outbox, in_process_moto, over_http
@@ -189,6 +189,9 @@ class LocalStack:
         while not self._stopping.wait(30):
             try:
                 prune_stream_iterators(self.resources.account, self.resources.region)
+                expired = expire_ttl_items(self.resources.account, self.resources.region)
+                if expired:
+                    log.info("TTL: %d expired item(s) deleted", expired)
             except Exception:
                 log.exception("maintenance failed")
 
