@@ -636,3 +636,22 @@ def test_a_record_duplicated_inside_one_batch_sends_one_email(world: World) -> N
     assert len(world.ses.delivered) == 1
     (notification,) = world.notifications.list_for_run(make_run().run_id)
     assert notification.state is NotificationState.SENT
+
+
+def test_a_failed_send_whose_record_was_dead_lettered_is_sent_by_the_next_tick(world: World) -> None:
+    # Given a send that failed transiently, and a stream record that is never redelivered (DLQ)
+    world.add_user("owner")
+    run = make_run(RunStatus.FAILED, job_name="nightly <backup>")
+    world.ses.fail = lambda n, _r: client_error("InternalFailure", "down") if n == 1 else None
+    record = stream_record(run)
+    assert world.deliver(record) == [record["dynamodb"]["SequenceNumber"]]
+    digest = DigestService(world.service)
+    # When the digest function ticks before and after the retry time
+    assert digest.run().outcomes == {}
+    world.clock.advance(minutes=2)
+    assert digest.run().outcomes == {"sent": 1}
+    assert digest.run().outcomes == {}
+    # Then the email went out once, rendered from what the released claim kept
+    assert world.ses.subjects() == ["NetRaven Job Failed: nightly <backup> on core-sw-01"]
+    (notification,) = world.notifications.list_for_run(run.run_id)
+    assert (notification.state, notification.send_attempts) == (NotificationState.SENT, 2)
