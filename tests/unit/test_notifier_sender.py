@@ -79,13 +79,22 @@ def test_no_call_is_started_without_time_for_it() -> None:
     [
         "MessageRejected",
         "MailFromDomainNotVerifiedException",
-        "AccountSuspendedException",
         "BadRequestException",
     ],
 )
 def test_permanent_errors_are_not_retried(code: str) -> None:
     ses = RecordingSes(fail=lambda _n, _r: client_error(code, "nope"))
     with pytest.raises(PermanentDeliveryError, match=code):
+        sender(ses).send("a@example.com", EMAIL)
+    assert len(ses.calls) == 1
+
+
+@pytest.mark.parametrize("code", ["AccountSuspendedException", "SendingPausedException"])
+def test_an_account_wide_pause_is_transient_not_a_permanent_failure(code: str) -> None:
+    # Given SES refusing every send because the account's sending is paused
+    ses = RecordingSes(fail=lambda _n, _r: client_error(code, "sending paused for this account"))
+    # When an email is sent / Then the failure is transient (retried later), not recorded as final
+    with pytest.raises(TransientError, match=code):
         sender(ses).send("a@example.com", EMAIL)
     assert len(ses.calls) == 1
 

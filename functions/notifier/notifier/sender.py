@@ -30,14 +30,14 @@ if TYPE_CHECKING:
 THROTTLING_CODES = frozenset(
     {"Throttling", "ThrottlingException", "TooManyRequestsException", "LimitExceededException"}
 )
-#: Errors that no retry can fix: record them on the notification and move on.
+#: Errors that no retry can fix: record them on the notification and move on. An account-wide
+#: pause or suspension is not one of them: it ends when an operator acts, and failing every
+#: notification for good meanwhile would lose them all (they are retried, then dead-lettered).
 PERMANENT_CODES = frozenset(
     {
         "MessageRejected",
         "MailFromDomainNotVerifiedException",
         "MailFromDomainNotVerified",
-        "AccountSuspendedException",
-        "SendingPausedException",
         "NotFoundException",
         "BadRequestException",
         "InvalidParameterValue",
