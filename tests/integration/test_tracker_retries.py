@@ -20,7 +20,14 @@ from pydantic import BaseModel
 
 from tests.conftest import FakeLambdaContext
 from tests.support.moto_transactions import fast_transactions
-from tests.support.tracker import TrackerFeed, deliver, make_tracker, retry_schedules
+from tests.support.tracker import (
+    SCHEDULE_GROUP,
+    TrackerFeed,
+    deliver,
+    make_tracker,
+    retry_schedules,
+    scheduler,
+)
 
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
 JOB_ID = "01JFLAKYJOB000000000000000"
@@ -201,3 +208,36 @@ def test_replayed_failure_record_creates_no_second_schedule(
         StatsRepository(aws, "StatsTable"), StatisticsQuery(time_period="day"), now=clock.now
     )
     assert stats.totals.retries == 1
+
+
+def test_failure_record_replayed_after_its_retry_ran_never_runs_the_attempt_twice(
+    aws: Any, runner: RunnerService, clock: Clock, flaky_type: list[int]
+) -> None:
+    # Given a failed first attempt whose record failed half-way (schedule created, stats not
+    # written), and whose retry then fired, completed the run, and was deleted by Scheduler
+    add_job(aws, 1, RetryPolicy(max_attempts=3, backoff_seconds=45, jitter=False))
+    feed, tracker = TrackerFeed(), make_tracker(aws, clock=clock)
+    tracker._stats = FailingOnceStats(aws, "StatsTable")
+    first = invoke(runner, {"kind": "manual", "job_id": JOB_ID, "client_request_id": "req-4"})
+    records = feed.read()
+    assert deliver(tracker, records)["batchItemFailures"]
+    (retry_2,) = retry_schedules()
+    assert fire(retry_2, clock, runner)["status"] == "completed"
+    scheduler().delete_schedule(GroupName=SCHEDULE_GROUP, Name=retry_2["Name"])  # ActionAfterCompletion
+
+    # When Lambda redelivers the failure record (the schedule name is free again), and whatever
+    # retry schedule exists fires
+    assert deliver(tracker, records) == {"batchItemFailures": []}
+    late = [fire(schedule, clock, runner) for schedule in retry_schedules()]
+
+    # Then the attempt is not run again: a late retry is refused as stale, the run stays
+    # completed at attempt 2, and the retry is counted once
+    assert all(result.get("duplicate") for result in late)
+    assert len(flaky_type) == 2
+    run = RunsRepository(aws, "RunsTable").get(first["run_id"])
+    assert run.status is RunStatus.COMPLETED and run.attempt == 2
+    assert deliver(tracker, feed.read()) == {"batchItemFailures": []}
+    stats = query_statistics(
+        StatsRepository(aws, "StatsTable"), StatisticsQuery(time_period="day"), now=clock.now
+    )
+    assert (stats.totals.retries, stats.totals.by_status["completed"]) == (1, 1)
