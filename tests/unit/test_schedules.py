@@ -65,3 +65,16 @@ def test_at_fires_once_in_its_timezone() -> None:
 def test_unknown_timezone_is_rejected() -> None:
     with pytest.raises(ValidationError, match="timezone"):
         parse_schedule("rate(1 hour)", "Nowhere/Special")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["cron(0 0 29 2 ? *)", "cron(0 12 31 * ? *)", "cron(0 12 1 1 ? 2030)", "cron(0 12 ? 2 6#5 *)"],
+)
+def test_crons_pyawscron_cannot_evaluate_give_what_it_could_not_an_error(expression: str) -> None:
+    # Given valid crons on which pyawscron raises (from some start dates, or always)
+    cron = parse_schedule(expression, "Europe/Berlin")
+    # When the next fire times are asked for / Then no exception escapes, and each time given fits
+    times = cron.next_fire_times(datetime(2026, 1, 15, tzinfo=UTC), 3)
+    assert len(times) <= 3
+    assert times == sorted(set(times))

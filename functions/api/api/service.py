@@ -119,14 +119,8 @@ class JobsService:
         if not job.schedule or not job.enabled:
             return []
         expression = parse_schedule(job.schedule, job.timezone)
-        try:
-            # Scheduler counts rate() from when the schedule was created.
-            return expression.next_fire_times(self.clock(), count, anchor=job.created_at)
-        except (ValueError, AttributeError, OverflowError) as exc:
-            # pyawscron cannot evaluate some valid expressions (e.g. 29 February, past years);
-            # Scheduler still can, so the job stands and only the preview is missing.
-            logger.warning("next fire times unavailable", extra={"schedule": job.schedule, "error": str(exc)})
-            return []
+        # Scheduler counts rate() from when the schedule was created.
+        return expression.next_fire_times(self.clock(), count, anchor=job.created_at)
 
     def _visible(self, caller: Caller, job_id: str) -> Job:
         job = self.jobs.get(job_id)

@@ -47,7 +47,9 @@ class ScheduleExpression:
     ) -> list[datetime]:
         """The next `count` fire times strictly after `after`, as aware UTC datetimes.
 
-        `anchor` is when a rate schedule started (Scheduler counts rates from creation).
+        `anchor` is when a rate schedule started (Scheduler counts rates from creation). Fewer
+        than `count` (maybe none) when a one-time schedule has passed, or when pyawscron cannot
+        evaluate a valid cron (a day 29-31 in a month without it, explicit years, `6#5`).
         """
         after = after.astimezone(UTC)
         if self.kind == "at":
@@ -66,8 +68,11 @@ class ScheduleExpression:
         local = after.astimezone(zone).replace(tzinfo=UTC)
         out: list[datetime] = []
         while len(out) < count:
-            nxt = AWSCron.get_next_n_schedule(1, local, self.cron)
-            if not nxt:
+            try:
+                nxt = AWSCron.get_next_n_schedule(1, local, self.cron)
+            except Exception:  # pyawscron's failures come in several types (see the docstring)
+                break
+            if not nxt or nxt[0] is None:  # pyawscron answers [None] past an explicit year
                 break
             local = nxt[0]
             fire = local.replace(tzinfo=zone).astimezone(UTC)
