@@ -8,8 +8,9 @@
   errors and zero warnings.
 - policy: our own rules, for what neither linter catches: stream consumers that can lose or
   endlessly retry records, async functions without an on-failure destination, wildcard IAM on
-  data, SES identity management, unencrypted queues, tables without PITR/SSE/Retain, functions
-  without a retained log group or an errors alarm, queues without a depth alarm.
+  data, SES identity management, unencrypted queues, tables without PITR/SSE/Retain, user pools
+  without Retain, functions without a retained log group or an errors alarm, queues without a
+  depth alarm.
 - checkov: no failed check; skips live in .checkov.yaml, each with its reason.
 - sam-build: `sam build` (arm64, no container) into a temporary directory.
 
@@ -341,8 +342,16 @@ def _statements(translated: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
         for where, document in documents:
             statements = (document or {}).get("Statement") or []
             for i, statement in enumerate(statements if isinstance(statements, list) else [statements]):
-                if isinstance(statement, dict):
-                    yield f"{where}[{i}]", statement
+                # A conditional statement (`!If [Cond, {...}, !Ref AWS::NoValue]`) is checked
+                # like any other: every arm that is a statement could be deployed.
+                arms = (
+                    statement["Fn::If"][1:]
+                    if isinstance(statement, dict) and "Fn::If" in statement
+                    else [statement]
+                )
+                for arm in arms:
+                    if isinstance(arm, dict) and arm != {"Ref": "AWS::NoValue"}:
+                        yield f"{where}[{i}]", arm
 
 
 def _actions(statement: dict[str, Any]) -> list[str]:
@@ -399,6 +408,11 @@ def _tables(doc: dict[str, Any], _: dict[str, Any]) -> Iterator[Finding]:
         for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
             if table.get(attribute) != "Retain":
                 yield _find("table-retain", name, f"needs {attribute}: Retain (it holds data)")
+    # A user pool holds every user and password: `sam delete` or a replacement must keep it.
+    for name, pool in _of_type(doc, "AWS::Cognito::UserPool").items():
+        for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
+            if pool.get(attribute) != "Retain":
+                yield _find("user-pool-retain", name, f"needs {attribute}: Retain (it holds every user)")
 
 
 def _logs(doc: dict[str, Any], _: dict[str, Any]) -> Iterator[Finding]:

@@ -59,6 +59,7 @@ def _resources(operation: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         ("FunctionName", "target_function"),
         ("RoleArn", "role"),
         ("FromEmailAddress", "from"),
+        ("UserPoolId", "user_pool"),
     ):
         if key in params:
             entry[name] = params[key]

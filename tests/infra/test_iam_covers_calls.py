@@ -86,6 +86,9 @@ def required(
         yield action, names[call["table"]], "index" in call
     elif "group" in call:
         yield action, names[call["group"]], False
+    elif "user_pool" in call:
+        # The local stack runs with an external issuer (no pool): a call names the pool's logical id.
+        yield action, names.get(call["user_pool"], call["user_pool"]), False
     elif "target_function" in call:
         yield action, res.function_for_arn(call["target_function"]), False
     else:
@@ -134,6 +137,23 @@ def test_every_call_is_granted(calls: list[Call], translated: dict[str, Any], lo
     # When each is checked against its function's role in the translated template
     # Then IAM would allow all of them
     assert problems(calls, translated, local) == []
+
+
+def test_the_cognito_email_lookup_is_granted_on_the_pool_only(
+    translated: dict[str, Any], local: LocalResources
+) -> None:
+    # Given the API's one Cognito call (api/emails.py), which the local stack (external issuer,
+    # no pool) never makes
+    lookup = {"function": "ApiFunction", "service": "cognito-idp", "operation": "AdminGetUser"}
+    # When it is checked against the roles
+    # Then the API may make it on the template's pool, on no other pool, and no other function may
+    assert problems([{**lookup, "user_pool": "UserPool"}], translated, local) == []
+    assert problems([{**lookup, "user_pool": "OtherPool"}], translated, local) == [
+        "ApiFunction: cognito-idp:AdminGetUser on OtherPool is not granted"
+    ]
+    assert problems(
+        [{**lookup, "function": "NotifierFunction", "user_pool": "UserPool"}], translated, local
+    ) == ["NotifierFunction: cognito-idp:AdminGetUser on UserPool is not granted"]
 
 
 @pytest.mark.parametrize(

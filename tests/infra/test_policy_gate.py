@@ -141,6 +141,30 @@ CASES: dict[str, tuple[Callable[[Doc], None], str]] = {
         lambda d: d["Resources"]["JobsTable"].update(DeletionPolicy="Delete"),
         "table-retain",
     ),
+    "user pool deleted with the stack": (
+        lambda d: d["Resources"]["UserPool"].pop("DeletionPolicy"),
+        "user-pool-retain",
+    ),
+    "user pool replaced without keeping the old one": (
+        lambda d: d["Resources"]["UserPool"].update(UpdateReplacePolicy="Delete"),
+        "user-pool-retain",
+    ),
+    "wildcard hidden in a conditional statement": (
+        lambda d: res(d, "TrackerFunction")["Policies"].append(
+            {
+                "Statement": [
+                    {
+                        "Fn::If": [
+                            "UseCognito",
+                            {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"},
+                            {"Ref": "AWS::NoValue"},
+                        ]
+                    }
+                ]
+            }
+        ),
+        "iam-wildcard-action",
+    ),
     # observability and wiring
     "function without its log group": (
         lambda d: res(d, "ApiFunction").pop("LoggingConfig"),

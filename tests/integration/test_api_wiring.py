@@ -64,3 +64,21 @@ def test_missing_configuration_is_a_500_without_details(aws, monkeypatch):
         deps._from_environment.cache_clear()
     assert response.status == 500
     assert "SCHEDULE_GROUP_NAME" not in response.message
+
+
+def test_addresses_are_looked_up_only_in_a_stack_with_its_own_user_pool(from_environment, monkeypatch):
+    from api import deps
+    from api.emails import CognitoEmails
+    from jobtracker_common.settings import load_settings
+
+    # Given the template's environment with an external issuer (the local stack): no pool
+    assert from_environment["USER_POOL_ID"] == ""
+    # Then the API never asks a directory for addresses
+    assert deps.services().emails is None
+    # Given a stack with the template's Cognito pool, Then the API asks that pool
+    monkeypatch.setenv("USER_POOL_ID", "eu-west-1_pool")
+    load_settings.cache_clear()
+    deps._from_environment.cache_clear()
+    emails = deps.services().emails
+    assert isinstance(emails, CognitoEmails)
+    assert emails._user_pool_id == "eu-west-1_pool"

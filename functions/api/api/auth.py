@@ -37,6 +37,9 @@ class Caller:
     user_id: str
     email: str | None
     scopes: frozenset[str]
+    #: Cognito's `username` claim (access tokens; `cognito:username` in ID tokens): the name
+    #: AdminGetUser looks the user up by when the token carries no email (api.emails).
+    username: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -73,6 +76,7 @@ def caller_from_event(event: Mapping[str, Any]) -> Caller:
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 256:
         raise AuthenticationError("token has no subject (sub claim)")
     email = claims.get("email")
+    username = claims.get("username", claims.get("cognito:username"))
     raw = _split_scopes(claims.get("scope")) + _split_scopes(claims.get("scp"))
     if isinstance(jwt, Mapping):
         raw += _split_scopes(jwt.get("scopes"))
@@ -80,6 +84,7 @@ def caller_from_event(event: Mapping[str, Any]) -> Caller:
         user_id=sub,
         email=email if isinstance(email, str) and email else None,
         scopes=frozenset(normalize_scope(s) for s in raw),
+        username=username if isinstance(username, str) and username.strip() else None,
     )
 
 

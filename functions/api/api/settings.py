@@ -13,3 +13,5 @@ class ApiSettings(RunsSettings):
     scheduler_role_arn: str = Field(alias="SCHEDULER_ROLE_ARN", min_length=1)
     scheduler_dlq_arn: str | None = Field(default=None, alias="SCHEDULER_DLQ_ARN")
     job_runner_arn: str = Field(alias="JOB_RUNNER_ARN", min_length=1)
+    #: The template's Cognito user pool; empty with an external issuer (no address lookups).
+    user_pool_id: str = Field(alias="USER_POOL_ID")
