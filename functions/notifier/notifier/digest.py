@@ -275,9 +275,13 @@ class DigestService:
 
 @lru_cache(maxsize=1)
 def service() -> DigestService:
-    from notifier.handler import build_service
+    from jobtracker_common import aws
 
-    return DigestService(build_service(load_settings(NotifierSettings)))
+    from notifier.handler import build_service, ses_client
+
+    # Most ticks find nothing to send: the SES client is built by the first send, not by every
+    # cold start (as jinja2 is loaded by the first render).
+    return DigestService(build_service(load_settings(NotifierSettings), ses=aws.lazy(ses_client)))
 
 
 @metrics.log_metrics

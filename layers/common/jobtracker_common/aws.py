@@ -13,7 +13,8 @@ default-config data), so a second client costs ~1/3 of the first.
 from __future__ import annotations
 
 import threading
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -56,13 +57,18 @@ class _LazyClient:
     """Stands in for a client that most invocations of a function never call (Scheduler in the
     tracker: only a failed run with attempts left needs it); built on first use."""
 
-    def __init__(self, service: str) -> None:
-        self._service = service
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(client(self._service), name)
+        return getattr(self._build(), name)
 
 
 def lazy_client(service: str) -> Any:
     """`client(service)`, created on first attribute access instead of now."""
-    return _LazyClient(service)
+    return _LazyClient(partial(client, service))
+
+
+def lazy(build: Callable[[], Any]) -> Any:
+    """The client a cached builder returns, built on first attribute access instead of now."""
+    return _LazyClient(build)
