@@ -23,13 +23,13 @@ from jobtracker_common.errors import (
     ValidationError,
 )
 from jobtracker_common.ids import new_id
-from jobtracker_common.lifecycle import QUEUE_LEASE
+from jobtracker_common.lifecycle import new_run
 from jobtracker_common.models import ErrorInfo, Job, LogEntry, Run, RunStatus, Trigger
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories.runs import DAY_INDEX, JOB_INDEX, OWNER_INDEX, RunsRepository
 from jobtracker_common.schedules import parse_schedule
 from jobtracker_common.statistics import StatisticsQuery, StatisticsResult, query_statistics
-from jobtracker_common.timeutil import Clock, epoch_seconds, utcnow
+from jobtracker_common.timeutil import Clock, utcnow
 from pydantic import ValidationError as PydanticValidationError
 from ulid import ULID
 
@@ -257,25 +257,8 @@ class JobsService:
         now = self.clock()
         request_id = idempotency_key or new_id(now)
         dedupe_key = f"manual|{job.job_id}|{request_id}"  # = job_runner ManualInvocation.dedupe_key
-        run = Run(
-            run_id=new_id(now),
-            job_id=job.job_id,
-            job_name=job.name,
-            job_type=job.job_type,
-            target=job.target,
-            owner_id=job.owner_id,
-            subscribers=job.subscribers,
-            trigger=Trigger.MANUAL,
-            attempt=1,
-            retry=job.retry,
-            timeout_seconds=job.timeout_seconds,
-            status=RunStatus.QUEUED,
-            queued_at=now,
-            # In the active index from the start; the sweeper ends it if the runner never claims it.
-            lease_until=now + QUEUE_LEASE,
-            previous_status=job.last_run_status,
-            dedupe_key=dedupe_key,
-            expires_at=epoch_seconds(now + timedelta(days=job.retention_days)),
+        run = new_run(
+            job, run_id=new_id(now), trigger=Trigger.MANUAL, now=now, dedupe_key=dedupe_key, queued=True
         )
         try:
             self.runs.create(run, dedupe_key=dedupe_key)

@@ -6,17 +6,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from jobtracker_common import jobtypes
 from jobtracker_common.errors import ConflictError, DuplicateError, NotFoundError, ValidationError
 from jobtracker_common.ids import deterministic_id, new_id
-from jobtracker_common.lifecycle import failure_changes, running_lease, success_changes
+from jobtracker_common.lifecycle import failure_changes, new_run, running_lease, success_changes
 from jobtracker_common.models import ErrorInfo, Job, LogEntry, LogLevel, Run, RunStatus, Trigger
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories import JobsRepository, RunsRepository
-from jobtracker_common.timeutil import Clock, epoch_seconds, utcnow
+from jobtracker_common.timeutil import Clock, utcnow
 
 from job_runner.events import (
     Invocation,
@@ -169,7 +169,7 @@ class RunnerService:
         if isinstance(inv, ScheduleInvocation | RuleInvocation) and not job.enabled:
             return RunnerResult(ok=True, message=f"job {job.job_id} is disabled; scheduled run skipped")
         if isinstance(inv, ManualInvocation):
-            run = self._new_run(
+            run = new_run(
                 job,
                 run_id=new_id(now),
                 trigger=Trigger.MANUAL,
@@ -180,7 +180,7 @@ class RunnerService:
             return self._runs.create(run, dedupe_key=inv.dedupe_key), job
         trigger = Trigger.SCHEDULE if isinstance(inv, ScheduleInvocation) else Trigger.RULE
         run_id = deterministic_id(inv.scheduled_time, inv.dedupe_key)
-        run = self._new_run(
+        run = new_run(
             job,
             run_id=run_id,
             trigger=trigger,
@@ -189,38 +189,6 @@ class RunnerService:
             dedupe_key=inv.dedupe_key,
         )
         return self._runs.create(run), job
-
-    def _new_run(
-        self,
-        job: Job,
-        *,
-        run_id: str,
-        trigger: Trigger,
-        now: datetime,
-        scheduled: datetime | None,
-        dedupe_key: str,
-    ) -> Run:
-        return Run(
-            run_id=run_id,
-            job_id=job.job_id,
-            job_name=job.name,
-            job_type=job.job_type,
-            target=job.target,
-            owner_id=job.owner_id,
-            subscribers=job.subscribers,
-            trigger=trigger,
-            scheduled_time=scheduled,
-            attempt=1,
-            retry=job.retry,
-            timeout_seconds=job.timeout_seconds,
-            status=RunStatus.RUNNING,
-            queued_at=now,
-            started_at=now,
-            lease_until=running_lease(now, job.timeout_seconds),
-            previous_status=job.last_run_status,
-            dedupe_key=dedupe_key,
-            expires_at=epoch_seconds(now + timedelta(days=job.retention_days)),
-        )
 
     def _claim_queued(self, inv: ManualInvocation, now: datetime) -> tuple[Run, Job] | RunnerResult:
         assert inv.run_id is not None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobtracker_common.models import ErrorInfo, Run, RunStatus
+from jobtracker_common.models import ErrorInfo, Job, Run, RunStatus, Trigger
+from jobtracker_common.timeutil import epoch_seconds
 
 #: Extra time on top of a job's timeout before the sweeper may declare a run lost.
 LEASE_MARGIN = timedelta(seconds=60)
@@ -15,6 +16,42 @@ QUEUE_LEASE = timedelta(minutes=15)
 
 def running_lease(now: datetime, timeout_seconds: int) -> datetime:
     return now + timedelta(seconds=timeout_seconds) + LEASE_MARGIN
+
+
+def new_run(
+    job: Job,
+    *,
+    run_id: str,
+    trigger: Trigger,
+    now: datetime,
+    dedupe_key: str,
+    scheduled: datetime | None = None,
+    queued: bool = False,
+) -> Run:
+    """A job's new run at attempt 1: `queued` (the API, for the runner to claim) or already
+    `running` (the runner, claiming it as it creates it). Either way it is in the active index
+    with a lease, so the sweeper ends it if nobody finishes it."""
+    return Run(
+        run_id=run_id,
+        job_id=job.job_id,
+        job_name=job.name,
+        job_type=job.job_type,
+        target=job.target,
+        owner_id=job.owner_id,
+        subscribers=job.subscribers,
+        trigger=trigger,
+        scheduled_time=scheduled,
+        attempt=1,
+        retry=job.retry,
+        timeout_seconds=job.timeout_seconds,
+        status=RunStatus.QUEUED if queued else RunStatus.RUNNING,
+        queued_at=now,
+        started_at=None if queued else now,
+        lease_until=now + QUEUE_LEASE if queued else running_lease(now, job.timeout_seconds),
+        previous_status=job.last_run_status,
+        dedupe_key=dedupe_key,
+        expires_at=epoch_seconds(now + timedelta(days=job.retention_days)),
+    )
 
 
 def failure_changes(
