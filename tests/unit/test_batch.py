@@ -1,10 +1,12 @@
-"""Partial batch responses for stream records: failures by sequence number, nothing dropped."""
+"""Partial batch responses (Powertools BatchProcessor) for stream records: failures by sequence
+number, nothing dropped."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import UnexpectedBatchTypeError
 from jobtracker_common.batch import partial_response, sequence_number
 
 
@@ -45,7 +47,8 @@ def test_a_clean_batch_reports_no_failures() -> None:
 
 @pytest.mark.parametrize("event", [{}, {"Records": []}, {"Records": "x"}])
 def test_an_event_without_records_is_not_a_stream_batch(event: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="Records"):
+    # A function error: Lambda retries the invocation whole, then dead-letters it
+    with pytest.raises(UnexpectedBatchTypeError):
         partial_response(event, fail_on_poison)
 
 
@@ -54,12 +57,20 @@ def test_a_batch_that_fails_entirely_is_answered_not_raised() -> None:
     assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "2"}]}
 
 
-@pytest.mark.parametrize("broken", [record(None, "poison"), {"eventName": "MODIFY"}])
-def test_a_failed_record_without_sequence_number_fails_the_whole_batch(broken: dict[str, Any]) -> None:
+def test_a_failed_record_without_sequence_number_fails_the_whole_batch() -> None:
     # Lambda treats a null itemIdentifier as a failure of the whole batch: retried, never skipped.
     def handler(rec: dict[str, Any]) -> None:
         raise RuntimeError("poison")
 
-    assert partial_response({"Records": [broken]}, handler) == {
+    assert partial_response({"Records": [record(None, "poison")]}, handler) == {
         "batchItemFailures": [{"itemIdentifier": None}]
     }
+
+
+def test_a_failed_record_without_its_dynamodb_section_fails_the_invocation() -> None:
+    # Nothing identifies it: the invocation fails, so Lambda retries the batch whole, never skips it.
+    def handler(rec: dict[str, Any]) -> None:
+        raise RuntimeError("poison")
+
+    with pytest.raises(AttributeError):
+        partial_response({"Records": [{"eventName": "MODIFY"}]}, handler)

@@ -92,7 +92,7 @@ def handle(event: dict[str, Any], context: LambdaContext, notifier: NotifierServ
     response: dict[str, Any] = {}
     try:
         with notifier.batch(e for e in parsed.values() if isinstance(e, RunEvent)) as batch:
-            response = partial_response(event, record_handler)
+            response = partial_response(event, record_handler, context)
     except UnrecordedSendsError as exc:
         # The emails went out and their claims forbid a resend, so a retry would change nothing:
         # the sweep records them `unconfirmed` once the lease has expired.

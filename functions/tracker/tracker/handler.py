@@ -76,7 +76,7 @@ def handle(event: dict[str, Any], context: LambdaContext | None, target: Transit
         if outcome.scheduled:
             metrics.add_metric(name="RetriesScheduled", unit=MetricUnit.Count, value=1)
 
-    return partial_response(event, record_handler)
+    return partial_response(event, record_handler, context)
 
 
 @metrics.log_metrics

@@ -1,18 +1,28 @@
-"""Partial batch responses for DynamoDB stream events (`ReportBatchItemFailures`).
+"""Partial batch responses for DynamoDB stream events (`ReportBatchItemFailures`), through
+Powertools' `BatchProcessor`.
 
 Each record is handled on its own; a record whose handler raises is reported by its sequence
 number in `batchItemFailures`, so Lambda retries from it (and, after MaximumRetryAttempts,
-sends it to the on-failure destination) while the others count as processed. The response
-is the same one Powertools' `BatchProcessor(EventType.DynamoDBStreams,
-raise_on_entire_batch_failure=False)` gives; that module is not used because importing it
-costs a cold start ~0.2x of a bare boto3 client (asyncio, every event data class and, with
-pydantic loaded, every Parser model), for the ~10 lines below.
+sends it to the on-failure destination) while the others count as processed.
+
+Import this module before anything that imports pydantic: Powertools' batch types load every
+Parser model (~0.15x of a cold start) only when pydantic is already in `sys.modules`, and the
+stream consumers never use them (tests/unit/test_cold_imports.py guards the order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+# Every record ends up either processed or in batchItemFailures, even when all of them fail.
+_processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
 def sequence_number(record: Mapping[str, Any]) -> str | None:
@@ -21,22 +31,18 @@ def sequence_number(record: Mapping[str, Any]) -> str | None:
 
 
 def partial_response(
-    event: Mapping[str, Any], record_handler: Callable[[dict[str, Any]], object]
+    event: Mapping[str, Any],
+    record_handler: Callable[[dict[str, Any]], object],
+    context: LambdaContext | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Run `record_handler` on every record of a stream event; the failed ones become batch
+    """Run `record_handler` on every raw record of a stream event; the failed ones become batch
     item failures. An event without records is not a stream batch: ValueError (a function
-    error), as with Powertools.
+    error, so Lambda retries it whole)."""
 
-    A failed record without a sequence number is reported with a null identifier, which Lambda
-    treats as a failure of the whole batch: it can only be retried as a whole, never skipped.
-    """
-    records = event.get("Records")
-    if not records or not isinstance(records, list):
-        raise ValueError("not a DynamoDB stream batch: 'Records' must be a non-empty list")
-    failures: list[dict[str, Any]] = []
-    for record in records:
-        try:
-            record_handler(record)
-        except Exception:  # every failure is reported, none is lost
-            failures.append({"itemIdentifier": sequence_number(record)})
-    return {"batchItemFailures": failures}
+    def handle(record: DynamoDBRecord) -> object:
+        return record_handler(record.raw_event)
+
+    response = process_partial_response(
+        event=dict(event), record_handler=handle, processor=_processor, context=context
+    )
+    return {"batchItemFailures": [dict(failure) for failure in response["batchItemFailures"]]}
