@@ -281,6 +281,8 @@ def _create_template_schedules(res: LocalResources, scheduler: Any) -> None:
                 ),
             },
         }
+        if "DeadLetterConfig" in props:
+            target["DeadLetterConfig"] = {"Arn": props["DeadLetterConfig"]["Arn"]}
         if "Input" in props:
             target["Input"] = (
                 props["Input"] if isinstance(props["Input"], str) else json.dumps(props["Input"])

@@ -103,6 +103,9 @@ def test_provisioning_creates_exactly_the_templates_resources(
             schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"]
             == (props["RetryPolicy"]["MaximumRetryAttempts"])
         )
+        if "DeadLetterConfig" in props:
+            queue = props["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+            assert schedule["Target"]["DeadLetterConfig"]["Arn"] == provisioned.attrs[f"{queue}.Arn"]
     # And the only SES identity is the template's sender
     identities = aws_client("sesv2", endpoint).list_email_identities()["EmailIdentities"]
     assert [i["IdentityName"] for i in identities] == [template_doc["Parameters"]["SenderEmail"]["Default"]]
