@@ -239,3 +239,17 @@ def test_several_percentiles_in_one_pass_match_one_at_a_time() -> None:
         percentile(histogram, q, low=0.5, high=900_000) for q in (0.05, 0.5, 0.95, 0.99)
     ]
     assert percentiles([0, 0], (0.5,), low=None, high=None) == [None]
+
+
+@pytest.mark.parametrize("extreme", ["d_min", "d_max"])
+def test_an_item_with_only_one_extreme_keeps_it(extreme: str) -> None:
+    # Given an item holding one of min/max (e.g. a bucket re-created after its TTL expiry by a
+    # tracker whose cached bounds made it write only the new minimum)
+    item = to_item({"c_completed": 2, "d_count": 2, "d_sum": 30, extreme: 10, "h014": 1, "h001": 1})
+
+    # When it is read
+    read = Counters.from_item(item)
+
+    # Then that extreme is reported, and no bin is lost
+    assert read.to_attributes()[extreme] == 10
+    assert (read.histogram[1], read.histogram[14]) == (1, 1)

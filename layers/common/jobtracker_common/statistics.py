@@ -325,13 +325,16 @@ class Counters:
         self.duration_count += numbers[5]
         self.duration_sum += numbers[6]
         low, high = item.get("d_min"), item.get("d_max")
+        if low is not None:
+            low_ms = int(low["N"])
+            self.duration_min = low_ms if self.duration_min is None else min(self.duration_min, low_ms)
+        if high is not None:
+            high_ms = int(high["N"])
+            self.duration_max = high_ms if self.duration_max is None else max(self.duration_max, high_ms)
         if low is None or high is None:
             if numbers[5]:
                 self._add_scanned_bins(item)
             return
-        low_ms, high_ms = int(low["N"]), int(high["N"])
-        self.duration_min = low_ms if self.duration_min is None else min(self.duration_min, low_ms)
-        self.duration_max = high_ms if self.duration_max is None else max(self.duration_max, high_ms)
         first, last = histogram_index(low_ms), histogram_index(high_ms)
         counts = list(map(int, map(_N, map(item.get, _bin_attributes(first, last), repeat(_ZERO)))))
         if sum(counts) == numbers[5]:
