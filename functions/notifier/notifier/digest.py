@@ -210,7 +210,7 @@ class DigestService:
                 items=keys,
                 expires_at=epoch_seconds(now + timedelta(days=self.notifier.settings.retention_days)),
             )
-            if not self.notifications.create(record):
+            if not self.notifications.create(record) and not self.notifier.own_claim(pk, sk, token):
                 return  # another tick got there first; its record decides next time
         elif existing.state in (
             NotificationState.SENT,
@@ -229,7 +229,7 @@ class DigestService:
                 from_states=(NotificationState.PENDING,),
                 due_pk=due_shard(user_id),
                 items=keys,
-            ):
+            ) and not self.notifier.own_claim(pk, sk, token):
                 return
             record = existing.model_copy(update={"items": keys, "email": address})
         else:

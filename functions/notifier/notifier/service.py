@@ -94,6 +94,10 @@ def recipients_of(run_event: RunEvent) -> list[str]:
     return list(dict.fromkeys([run_event.run.owner_id, *run_event.run.subscribers]))
 
 
+def is_own_claim(record: NotificationRecord | None, token: str) -> bool:
+    return record is not None and record.state is NotificationState.SENDING and record.claim_token == token
+
+
 class DeliveryFailedError(TransientError):
     """Some recipients of one run event could not be served yet; the record must be retried."""
 
@@ -249,7 +253,11 @@ class NotifierService:
         )
         if self.notifications.create(claimed):
             return self._send(claimed, token, email, budget, payload=payload, batch=batch)
-        return self.deliver(pk, sk, budget, batch=batch)
+        existing = self.notifications.get(pk, sk)
+        if is_own_claim(existing, token):
+            # The put was applied but its answer lost; botocore's retry then failed the condition.
+            return self._send(claimed, token, email, budget, payload=payload, batch=batch)
+        return self.deliver(pk, sk, budget, seen=existing, batch=batch)
 
     # ---- shared by the stream path and the digest function -------------------------------
     def deliver(
@@ -298,6 +306,8 @@ class NotifierService:
             due_by=now if state is NotificationState.HELD else None,
         )
         if claimed is None:
+            claimed = self.own_claim(pk, sk, token)
+        if claimed is None:
             return Outcome.IN_FLIGHT  # another worker claimed it between our read and write
         if claimed.send_attempts > MAX_SEND_ATTEMPTS:
             self.notifications.mark_failed_permanent(
@@ -305,6 +315,12 @@ class NotifierService:
             )
             return Outcome.FAILED_PERMANENT
         return self._send(claimed, token, email, budget, batch=batch)
+
+    def own_claim(self, pk: str, sk: str, token: str) -> NotificationRecord | None:
+        """The record, if a claim reported as failed is in fact this worker's own: DynamoDB applied
+        it, the answer was lost, and botocore's retry of the same write failed its condition."""
+        record = self.notifications.get(pk, sk)
+        return record if is_own_claim(record, token) else None
 
     def require_time(self, budget: Budget) -> None:
         """Claim nothing that cannot be sent in this invocation (no claim/release churn)."""
