@@ -558,3 +558,20 @@ def test_the_schedule_is_stored_and_scheduled_as_validated_without_surrounding_s
     job = create(api, schedule="  rate(1 hour)\n")
     assert job["schedule"] == "rate(1 hour)"
     assert api.schedule(job["job_id"])["ScheduleExpression"] == "rate(1 hour)"
+
+
+def test_a_create_that_fails_after_writing_the_schedule_leaves_no_schedule(api):
+    # Given the re-read of the new job (after its schedule was written) fails
+    real_get = api.services.jobs.get
+
+    def get_fails(job_id: str) -> Any:
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "x"}}, "GetItem")
+
+    api.services.jobs.get = get_fails
+    # When a scheduled job is created
+    response = api.call("POST /jobs", body={"name": "x", "job_type": "demo", "schedule": "rate(1 hour)"})
+    api.services.jobs.get = real_get
+    # Then the request fails, and neither the job nor a schedule firing into a NotFound remains
+    assert response.status >= 500
+    assert api.call("GET /jobs").body["items"] == []
+    assert api.scheduler.list_schedules(GroupName=GROUP)["Schedules"] == []

@@ -174,6 +174,14 @@ class JobsService:
             # The job must not exist without the schedule it describes.
             with contextlib.suppress(NotFoundError):
                 self.jobs.delete(job.job_id)
+            # Nor the schedule without its job: _reconcile may have written it before failing
+            # (e.g. on re-reading the job), and it would fire into a NotFound forever.
+            try:
+                self.schedules.delete_job_schedule(job.job_id)
+            except Exception:
+                logger.exception(
+                    "schedule of a job whose creation failed not deleted", extra={"job_id": job.job_id}
+                )
             raise
         return job
 
