@@ -5,7 +5,8 @@ the guard (see `jobtracker_common.repositories.notifications`):
 
 1. claim — the record is created already claimed (`sending`, claim token, lease), or an
    existing `pending`/due `held` record is claimed with a conditional update. Only one
-   worker can win; replays and duplicates find the record and stop.
+   worker can win; replays and duplicates find the record and stop. A claim DynamoDB applied
+   but whose answer was lost (botocore's retry then fails the condition) is known by its token.
 2. send — one SES call (throttling retried inside the time budget).
 3. record — `sent` (with the SES message id) / `failed_permanent`, conditional on the token.
    Inside `batch()` (a stream batch, a digest tick's releases) `sent` is instead written as the
