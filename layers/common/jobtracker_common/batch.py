@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-# Every record ends up either processed or in batchItemFailures, even when all of them fail.
-_processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
-
 
 def sequence_number(record: Mapping[str, Any]) -> str | None:
     data = record.get("dynamodb")
@@ -42,7 +39,11 @@ def partial_response(
     def handle(record: DynamoDBRecord) -> object:
         return record_handler(record.raw_event)
 
+    # One processor per batch: it holds the batch's handler and failures, and the local stack
+    # runs several consumers' batches at once in one process. Every record ends up either
+    # processed or in batchItemFailures, even when all of them fail.
+    processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
     response = process_partial_response(
-        event=dict(event), record_handler=handle, processor=_processor, context=context
+        event=dict(event), record_handler=handle, processor=processor, context=context
     )
     return {"batchItemFailures": [dict(failure) for failure in response["batchItemFailures"]]}
