@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from jobtracker_common.errors import DuplicateError, TransientError
 from jobtracker_common.models import Run, RunStatus, Trigger
 from jobtracker_common.repositories import RunsRepository
@@ -80,3 +80,52 @@ def test_a_transaction_that_met_its_own_items_is_a_success() -> None:
     # When the manual run is created, then it is reported created
     assert runs.create(a_run(), dedupe_key="manual|j|k") == a_run()
     assert client.calls == 1
+
+
+class AppliedThenThrottledClient:
+    """The first attempt of a put was applied but its answer lost; botocore's retries were then
+    throttled until it gave up: the error it raises is the last attempt's (a 400)."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, Any] | None = None
+
+    def put_item(self, **kwargs: Any) -> None:
+        self.stored = kwargs["Item"]
+        response: Any = {
+            "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+            "ResponseMetadata": {"HTTPStatusCode": 400, "RetryAttempts": 7},
+        }
+        raise ClientError(response, "PutItem")
+
+    def get_item(self, **_: Any) -> dict[str, Any]:
+        return {"Item": self.stored} if self.stored is not None else {}
+
+
+def test_a_write_applied_by_an_earlier_attempt_is_ours_whatever_the_last_attempt_said() -> None:
+    # Given a create whose first attempt was applied and whose retries were all throttled
+    client = AppliedThenThrottledClient()
+    runs = RunsRepository(client, "RunsTable")  # type: ignore[arg-type]
+    # When the run is created, then it is reported created (not an error the runner gives up on)
+    assert runs.create(a_run()) == a_run()
+
+
+class AppliedThenUnreachableClient(AppliedThenThrottledClient):
+    """The first attempt was applied (answer timed out); the retries could not even connect."""
+
+    def put_item(self, **kwargs: Any) -> None:
+        self.stored = kwargs["Item"]
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+
+
+def test_a_write_applied_before_the_endpoint_became_unreachable_is_ours() -> None:
+    runs = RunsRepository(AppliedThenUnreachableClient(), "RunsTable")  # type: ignore[arg-type]
+    assert runs.create(a_run()) == a_run()
+
+
+def test_a_write_that_never_connected_and_is_not_stored_reports_the_error() -> None:
+    class Unreachable(AppliedThenUnreachableClient):
+        def put_item(self, **kwargs: Any) -> None:
+            raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+
+    with pytest.raises(EndpointConnectionError):
+        RunsRepository(Unreachable(), "RunsTable").create(a_run())  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as ConnectFailed  # no connection (refused, timed out)
 
 from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
 from jobtracker_common.errors import (
@@ -79,10 +80,13 @@ def _written_by(exc: ClientError, write_id: str) -> bool:
 
 
 def _maybe_applied(exc: Exception) -> bool:
-    """An error that may have come after DynamoDB applied the write (5xx, answer timed out)."""
+    """An error that may have come after DynamoDB applied the write (5xx, answer timed out).
+    botocore raises only its last attempt's error: after retries, an earlier attempt (a timeout,
+    a 5xx) may have been applied even if the last was throttled or never connected."""
     if isinstance(exc, ClientError):
-        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
-    return isinstance(exc, ReadTimeoutError | ConnectionClosedError)
+        meta = exc.response.get("ResponseMetadata", {})
+        return int(meta.get("HTTPStatusCode", 0)) >= 500 or int(meta.get("RetryAttempts", 0)) > 0
+    return isinstance(exc, ReadTimeoutError | ConnectionClosedError | ConnectFailed)
 
 
 def _condition_failed(exc: Exception) -> bool:
@@ -198,7 +202,7 @@ class RunsRepository:
             if not _maybe_applied(exc):
                 raise
             return self._settle(exc, key, write_id, refuses)
-        except (ReadTimeoutError, ConnectionClosedError) as exc:
+        except (ReadTimeoutError, ConnectionClosedError, ConnectFailed) as exc:
             return self._settle(exc, key, write_id, refuses)
         return None
 
