@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from jobtracker_common.errors import DuplicateError, TransientError
 from jobtracker_common.models import Run, RunStatus, Trigger
 from jobtracker_common.repositories import RunsRepository
@@ -129,3 +129,47 @@ def test_a_write_that_never_connected_and_is_not_stored_reports_the_error() -> N
 
     with pytest.raises(EndpointConnectionError):
         RunsRepository(Unreachable(), "RunsTable").create(a_run())  # type: ignore[arg-type]
+
+
+class DeleteAnswerLostClient:
+    """A run with two log chunks whose delete is applied but whose every answer times out."""
+
+    def __init__(self) -> None:
+        self.run_exists = True
+        self.deleted: list[dict[str, Any]] = []
+
+    def delete_item(self, **_: Any) -> None:
+        self.run_exists = False
+        raise ReadTimeoutError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Item": kwargs["Key"]} if self.run_exists else {}
+
+    def query(self, **_: Any) -> dict[str, Any]:
+        pk = {"S": "RUN#01JRUN0000000000000000000A"}
+        return {"Items": [{"pk": pk, "sk": {"S": f"LOG#001#{n:06d}"}} for n in (0, 50)]}
+
+    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        self.deleted += [r["DeleteRequest"]["Key"] for r in RequestItems["RunsTable"]]
+        return {}
+
+
+def test_a_run_delete_applied_before_botocore_gave_up_still_removes_its_log_entries() -> None:
+    # Given a finished run whose delete lands but is never answered
+    client = DeleteAnswerLostClient()
+    run = a_run().model_copy(update={"status": RunStatus.COMPLETED})
+    # When it is deleted
+    RunsRepository(client, "RunsTable").delete(run)  # type: ignore[arg-type]
+    # Then the run's absence shows the delete applied, and its log chunks are deleted too
+    assert [k["sk"]["S"] for k in client.deleted] == ["LOG#001#000000", "LOG#001#000050"]
+
+
+def test_a_run_delete_that_never_arrived_reports_the_error() -> None:
+    class NeverArrives(DeleteAnswerLostClient):
+        def delete_item(self, **_: Any) -> None:
+            raise ReadTimeoutError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+
+    client = NeverArrives()
+    with pytest.raises(ReadTimeoutError):
+        RunsRepository(client, "RunsTable").delete(a_run().model_copy(update={"status": RunStatus.FAILED}))  # type: ignore[arg-type]
+    assert client.deleted == []

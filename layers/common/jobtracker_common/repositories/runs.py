@@ -230,6 +230,18 @@ class RunsRepository:
             return exc
         raise exc  # not applied, and nothing stands in its way: a later retry may succeed
 
+    def _raise_unless_gone(self, run_id: str, exc: Exception) -> None:
+        """botocore gave up on a delete that may have been applied: the run's absence says it was
+        (its log chunks are then still due); otherwise, or if that cannot be read, `exc`."""
+        try:
+            found = "Item" in self._client.get_item(
+                TableName=self._table, Key=run_key(run_id), ConsistentRead=True, ProjectionExpression="pk"
+            )
+        except (ClientError, BotoCoreError):
+            raise exc from None
+        if found:
+            raise exc
+
     def _dedupe_target(self, dedupe_key: str) -> str | None:
         response = self._client.get_item(
             TableName=self._table, Key=_marker_key(dedupe_key), ConsistentRead=True
@@ -527,11 +539,15 @@ class RunsRepository:
             )
         except ClientError as exc:
             if not is_conditional_failure(exc):
-                raise
+                if not _maybe_applied(exc):
+                    raise
+                self._raise_unless_gone(run.run_id, exc)
             # No item came back: it is already gone (ours, answer lost and retried by botocore,
             # or a concurrent delete), so deleting its log chunks is still due.
-            if exc.response.get("Item"):
+            elif exc.response.get("Item"):
                 raise ConflictError(f"run {run.run_id} changed concurrently") from exc
+        except (ReadTimeoutError, ConnectionClosedError, ConnectFailed) as exc:
+            self._raise_unless_gone(run.run_id, exc)
         keys = [
             {"pk": item["pk"], "sk": item["sk"]}
             for item in self._paginate_query(
