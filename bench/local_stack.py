@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from jobtracker_local.stack import child_env, up_command
 
 from bench.common import ROOT, Row, median, module_exists, not_measured, percentile, utcnow
 
@@ -67,23 +68,15 @@ def running_stack(timeout: float = 120.0) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="jobtracker-bench-") as tmp:
         state_dir = Path(tmp)
         outbox = state_dir / "outbox"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(
-            AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "jobtracker_local.cli",
-            "local",
-            "up",
+        env = child_env()
+        command = up_command(
             "--api-port=0",
             "--aws-port=0",
             "--no-demo",
             f"--state-dir={state_dir}",
             f"--outbox={outbox}",
             "--log-level=WARNING",
-        ]
+        )
         with (state_dir / "stack.log").open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
@@ -198,15 +191,7 @@ def fresh_clone_startup(timeout: float = 180.0) -> list[Row]:
         env["PYTHONPATH"] = os.pathsep.join(str(clone / root) for root in roots if root != ".")
         log_path = Path(tmp) / "stack.log"
         outbox = clone / ".local" / "outbox"
-        command = [
-            sys.executable,
-            "-m",
-            "jobtracker_local.cli",
-            "local",
-            "up",
-            "--api-port=0",
-            "--aws-port=0",
-        ]
+        command = up_command("--api-port=0", "--aws-port=0")
         began = time.time()
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=clone)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -289,3 +290,21 @@ def read_state(state_dir: Path) -> dict[str, Any]:
         return {}
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def up_command(*options: str) -> list[str]:
+    """`jobtracker local up` as a child process of this interpreter (tests, benchmarks)."""
+    return [sys.executable, "-m", "jobtracker_local.cli", "local", "up", *options]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its AWS settings, plus moto's fake credentials: a child
+    stack must never reach real AWS, whatever the caller's shell exports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 (not a secret: moto's fixed key)
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    env.update(extra)
+    return env

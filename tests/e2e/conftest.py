@@ -8,11 +8,9 @@ drive it over HTTP only and isolate themselves by user: each test signs in as a 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 from jobtracker_local.auth import KeyStore
+from jobtracker_local.stack import child_env, up_command
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
@@ -113,15 +112,9 @@ def running_stack(state_dir: Path, *extra: str, demo: bool = False) -> Iterator[
     """`jobtracker local up` as a child process; stopped with Ctrl-C (SIGINT) like a user would."""
     outbox = state_dir / "outbox"
     log_path = state_dir / "stack.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    env = child_env()
     command = [
-        sys.executable,
-        "-m",
-        "jobtracker_local.cli",
-        "local",
-        "up",
-        "--api-port=0",
+        *up_command("--api-port=0"),
         *([] if demo else ["--no-demo"]),
         f"--state-dir={state_dir}",
         f"--outbox={outbox}",
