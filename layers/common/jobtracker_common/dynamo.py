@@ -142,13 +142,14 @@ def batch_write(
     requests: list[Any],
     *,
     attempts: int = 8,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> list[Any]:
     """BatchWriteItem in pages of 25; unprocessed requests retried with backoff.
 
     Returns the requests still unprocessed after `attempts` calls per page (the caller decides
     whether that is an error); an exception from the client propagates.
     """
+    pause = sleep or time.sleep  # looked up per call, so a patched time.sleep applies
     left: list[Any] = []
     for start in range(0, len(requests), BATCH_WRITE_LIMIT):
         pending = requests[start : start + BATCH_WRITE_LIMIT]
@@ -158,6 +159,6 @@ def batch_write(
             if not pending:
                 break
             if attempt + 1 < attempts:
-                sleep(min(1.0, 0.05 * 2**attempt))
+                pause(min(1.0, 0.05 * 2**attempt))
         left.extend(pending)
     return left

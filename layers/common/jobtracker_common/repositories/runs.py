@@ -20,7 +20,6 @@ our write id (applied), an item the write's condition would refuse (refused), el
 
 from __future__ import annotations
 
-import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as ConnectFailed  # no connection (refused, timed out)
 
-from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
+from jobtracker_common.dynamo import batch_write, from_item, is_conditional_failure, serialize, to_item
 from jobtracker_common.errors import (
     ConflictError,
     DuplicateError,
@@ -52,12 +51,16 @@ ACTIVE_INDEX = "active"
 META = "META"
 #: Log entries per item: keeps items far below 400 KB while a 20-line run is one item.
 LOG_CHUNK = 50
-_BATCH_LIMIT = 25
 
 #: Names the write that last changed a run item (see the module docstring).
 WRITE_ID = "write_id"
 #: Attributes that are derived from the model when a run is written, not part of it.
 _DERIVED = ("pk", "sk", "entity", "run_day", "active_pk", "active_sk", WRITE_ID)
+
+
+#: Errors after which the write's outcome is unknown: the answer never came, or the last attempt
+#: never connected after an earlier one may have been applied.
+_UNANSWERED = (ReadTimeoutError, ConnectionClosedError, ConnectFailed)
 
 
 def run_key(run_id: str) -> dict[str, Any]:
@@ -86,7 +89,7 @@ def _maybe_applied(exc: Exception) -> bool:
     if isinstance(exc, ClientError):
         meta = exc.response.get("ResponseMetadata", {})
         return int(meta.get("HTTPStatusCode", 0)) >= 500 or int(meta.get("RetryAttempts", 0)) > 0
-    return isinstance(exc, ReadTimeoutError | ConnectionClosedError | ConnectFailed)
+    return isinstance(exc, _UNANSWERED)
 
 
 def _condition_failed(exc: Exception) -> bool:
@@ -202,7 +205,7 @@ class RunsRepository:
             if not _maybe_applied(exc):
                 raise
             return self._settle(exc, key, write_id, refuses)
-        except (ReadTimeoutError, ConnectionClosedError, ConnectFailed) as exc:
+        except _UNANSWERED as exc:
             return self._settle(exc, key, write_id, refuses)
         return None
 
@@ -361,19 +364,13 @@ class RunsRepository:
                     }
                 )
             )
-        for batch_start in range(0, len(items), _BATCH_LIMIT):
-            self._batch_put(items[batch_start : batch_start + _BATCH_LIMIT])
+        self._batch_put(items)
         return first_seq + len(entries)
 
     def _batch_put(self, items: list[dict[str, Any]]) -> None:
-        pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
-        for attempt in range(8):
-            response = self._client.batch_write_item(RequestItems={self._table: pending})
-            pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
-            if not pending:
-                return
-            time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise ConflictError(f"{len(pending)} log chunk(s) stayed unprocessed after retries")
+        left = batch_write(self._client, self._table, [{"PutRequest": {"Item": item}} for item in items])
+        if left:
+            raise ConflictError(f"{len(left)} log chunk(s) stayed unprocessed after retries")
 
     def list_logs(
         self, run_id: str, *, limit: int = 100, cursor: str | None = None
@@ -546,7 +543,7 @@ class RunsRepository:
             # or a concurrent delete), so deleting its log chunks is still due.
             elif exc.response.get("Item"):
                 raise ConflictError(f"run {run.run_id} changed concurrently") from exc
-        except (ReadTimeoutError, ConnectionClosedError, ConnectFailed) as exc:
+        except _UNANSWERED as exc:
             self._raise_unless_gone(run.run_id, exc)
         keys = [
             {"pk": item["pk"], "sk": item["sk"]}
@@ -559,11 +556,5 @@ class RunsRepository:
                 }
             )
         ]
-        for start in range(0, len(keys), _BATCH_LIMIT):
-            pending: list[Any] = [{"DeleteRequest": {"Key": k}} for k in keys[start : start + _BATCH_LIMIT]]
-            for attempt in range(8):
-                response = self._client.batch_write_item(RequestItems={self._table: pending})
-                pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
-                if not pending:
-                    break
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+        # Chunks still unprocessed after the retries are left to their TTL (expires_at).
+        batch_write(self._client, self._table, [{"DeleteRequest": {"Key": k}} for k in keys])

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from jobtracker_common.dynamo import from_item, serialize, to_item
+from jobtracker_common.dynamo import batch_write, from_item, serialize, to_item
 from jobtracker_common.errors import TransientError
 from jobtracker_common.statistics import (
     BucketAggregate,
@@ -307,16 +307,9 @@ class StatsRepository:
                 **bucket.counters.to_attributes(),
             }
             requests.append({"PutRequest": {"Item": to_item(data)}})
-        for start in range(0, len(requests), 25):
-            pending = requests[start : start + 25]
-            for attempt in range(_TRANSACT_ATTEMPTS):
-                response = self._client.batch_write_item(RequestItems={self._table: pending})
-                pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
-                if not pending:
-                    break
-                time.sleep(min(1.0, 0.05 * 2**attempt))
-            if pending:
-                raise TransientError(f"{len(pending)} statistics item(s) stayed unprocessed")
+        left = batch_write(self._client, self._table, requests, attempts=_TRANSACT_ATTEMPTS)
+        if left:
+            raise TransientError(f"{len(left)} statistics item(s) stayed unprocessed")
 
     # ---- read ----------------------------------------------------------------------------
     def read_buckets(
