@@ -52,3 +52,22 @@ def make_run(
         entries = [LogEntry(timestamp=queued, message=f"line {i}", attempt=attempt) for i in range(logs)]
         runs.append_logs(run, entries, first_seq=0)
     return run
+
+
+SAMPLE_TIME = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def sample_run() -> Run:
+    """One running run with fixed ids and times, for tests that never store it through a table."""
+    return Run(
+        run_id="01JRUN0000000000000000000A",
+        job_id="01JJOB0000000000000000000A",
+        job_name="backup",
+        job_type="demo",
+        owner_id="u1",
+        trigger=Trigger.MANUAL,
+        status=RunStatus.RUNNING,
+        queued_at=SAMPLE_TIME,
+        started_at=SAMPLE_TIME,
+        lease_until=SAMPLE_TIME,
+    )

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from jobtracker_common.dynamo import batch_write
 from jobtracker_common.errors import ConflictError, TransientError
-from jobtracker_common.models import LogEntry, Run, RunStatus, Trigger
+from jobtracker_common.models import LogEntry
 from jobtracker_common.repositories.runs import RunsRepository
 from jobtracker_common.repositories.stats import StatsRepository
 from jobtracker_common.statistics import BucketAggregate, BucketKey, Granularity
+
+from tests.support.runs import sample_run
 
 
 class ThrottlingBatches:
@@ -58,29 +59,14 @@ def test_requests_still_unprocessed_after_every_attempt_are_returned() -> None:
     assert len(client.calls) == 3
 
 
-def a_run() -> Run:
-    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-    return Run(
-        run_id="01JRUN0000000000000000000A",
-        job_id="01JJOB0000000000000000000A",
-        job_name="backup",
-        job_type="demo",
-        owner_id="u1",
-        trigger=Trigger.MANUAL,
-        status=RunStatus.RUNNING,
-        queued_at=now,
-        started_at=now,
-    )
-
-
 def test_log_chunks_that_stay_unprocessed_fail_the_write(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a table that never takes the last log chunk
     monkeypatch.setattr("time.sleep", lambda _s: None)
     runs = RunsRepository(ThrottlingBatches(hold_back=1, times=100), "RunsTable")  # type: ignore[arg-type]
-    entries = [LogEntry(timestamp=a_run().queued_at, message=f"line {n}") for n in range(120)]
+    entries = [LogEntry(timestamp=sample_run().queued_at, message=f"line {n}") for n in range(120)]
     # When the entries are written / Then the caller hears it (the runner keeps them for the next flush)
     with pytest.raises(ConflictError, match="1 log chunk"):
-        runs.append_logs(a_run(), entries, first_seq=0)
+        runs.append_logs(sample_run(), entries, first_seq=0)
 
 
 def test_statistics_items_that_stay_unprocessed_are_a_transient_error(

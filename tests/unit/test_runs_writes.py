@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from jobtracker_common.errors import DuplicateError, TransientError
-from jobtracker_common.models import Run, RunStatus, Trigger
+from jobtracker_common.models import RunStatus
 from jobtracker_common.repositories import RunsRepository
 from jobtracker_common.repositories.runs import WRITE_ID
 
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-
-
-def a_run() -> Run:
-    return Run(
-        run_id="01JRUN0000000000000000000A",
-        job_id="01JJOB0000000000000000000A",
-        job_name="backup",
-        job_type="demo",
-        owner_id="u1",
-        trigger=Trigger.MANUAL,
-        status=RunStatus.RUNNING,
-        queued_at=NOW,
-        started_at=NOW,
-        lease_until=NOW,
-    )
+from tests.support.runs import sample_run
 
 
 class RefusingClient:
@@ -63,13 +47,13 @@ def test_a_transaction_conflict_is_transient_not_a_duplicate() -> None:
     # When the manual run is created
     # Then the caller is told to retry, not that a run it cannot find already exists
     with pytest.raises(TransientError):
-        runs.create(a_run(), dedupe_key="manual|j|k")
+        runs.create(sample_run(), dedupe_key="manual|j|k")
 
 
 def test_a_marker_written_by_someone_else_is_a_duplicate_of_their_run() -> None:
     runs = RunsRepository(RefusingClient(["ConditionalCheckFailed", "None"]), "RunsTable")  # type: ignore[arg-type]
     with pytest.raises(DuplicateError) as raised:
-        runs.create(a_run(), dedupe_key="manual|j|k")
+        runs.create(sample_run(), dedupe_key="manual|j|k")
     assert raised.value.existing_id == "01JFIRSTRUN000000000000000"
 
 
@@ -78,7 +62,7 @@ def test_a_transaction_that_met_its_own_items_is_a_success() -> None:
     client = RefusingClient(["ConditionalCheckFailed", "ConditionalCheckFailed"], echo=True)
     runs = RunsRepository(client, "RunsTable")  # type: ignore[arg-type]
     # When the manual run is created, then it is reported created
-    assert runs.create(a_run(), dedupe_key="manual|j|k") == a_run()
+    assert runs.create(sample_run(), dedupe_key="manual|j|k") == sample_run()
     assert client.calls == 1
 
 
@@ -106,7 +90,7 @@ def test_a_write_applied_by_an_earlier_attempt_is_ours_whatever_the_last_attempt
     client = AppliedThenThrottledClient()
     runs = RunsRepository(client, "RunsTable")  # type: ignore[arg-type]
     # When the run is created, then it is reported created (not an error the runner gives up on)
-    assert runs.create(a_run()) == a_run()
+    assert runs.create(sample_run()) == sample_run()
 
 
 class AppliedThenUnreachableClient(AppliedThenThrottledClient):
@@ -119,7 +103,7 @@ class AppliedThenUnreachableClient(AppliedThenThrottledClient):
 
 def test_a_write_applied_before_the_endpoint_became_unreachable_is_ours() -> None:
     runs = RunsRepository(AppliedThenUnreachableClient(), "RunsTable")  # type: ignore[arg-type]
-    assert runs.create(a_run()) == a_run()
+    assert runs.create(sample_run()) == sample_run()
 
 
 def test_a_write_that_never_connected_and_is_not_stored_reports_the_error() -> None:
@@ -128,7 +112,7 @@ def test_a_write_that_never_connected_and_is_not_stored_reports_the_error() -> N
             raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
 
     with pytest.raises(EndpointConnectionError):
-        RunsRepository(Unreachable(), "RunsTable").create(a_run())  # type: ignore[arg-type]
+        RunsRepository(Unreachable(), "RunsTable").create(sample_run())  # type: ignore[arg-type]
 
 
 class DeleteAnswerLostClient:
@@ -157,7 +141,7 @@ class DeleteAnswerLostClient:
 def test_a_run_delete_applied_before_botocore_gave_up_still_removes_its_log_entries() -> None:
     # Given a finished run whose delete lands but is never answered
     client = DeleteAnswerLostClient()
-    run = a_run().model_copy(update={"status": RunStatus.COMPLETED})
+    run = sample_run().model_copy(update={"status": RunStatus.COMPLETED})
     # When it is deleted
     RunsRepository(client, "RunsTable").delete(run)  # type: ignore[arg-type]
     # Then the run's absence shows the delete applied, and its log chunks are deleted too
@@ -171,5 +155,7 @@ def test_a_run_delete_that_never_arrived_reports_the_error() -> None:
 
     client = NeverArrives()
     with pytest.raises(ReadTimeoutError):
-        RunsRepository(client, "RunsTable").delete(a_run().model_copy(update={"status": RunStatus.FAILED}))  # type: ignore[arg-type]
+        RunsRepository(client, "RunsTable").delete(
+            sample_run().model_copy(update={"status": RunStatus.FAILED})
+        )  # type: ignore[arg-type]
     assert client.deleted == []
