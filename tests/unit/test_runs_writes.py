@@ -154,8 +154,7 @@ def test_a_run_delete_that_never_arrived_reports_the_error() -> None:
             raise ReadTimeoutError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
 
     client = NeverArrives()
+    finished = sample_run().model_copy(update={"status": RunStatus.FAILED})
     with pytest.raises(ReadTimeoutError):
-        RunsRepository(client, "RunsTable").delete(
-            sample_run().model_copy(update={"status": RunStatus.FAILED})
-        )  # type: ignore[arg-type]
+        RunsRepository(client, "RunsTable").delete(finished)  # type: ignore[arg-type]
     assert client.deleted == []
