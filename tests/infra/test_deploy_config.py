@@ -102,6 +102,28 @@ def test_template_builds_for_arm64_with_the_layer(template_doc: dict[str, Any]) 
     archs = template_doc["Globals"]["Function"]["Architectures"]
     layer = template_doc["Resources"]["CommonLayer"]
     assert archs == layer["Properties"]["CompatibleArchitectures"] == [layer["Metadata"]["BuildArchitecture"]]
+    # infra/lambda/Makefile asks pip for that architecture's wheels, with the functions' Python
+    makefile = (ROOT / "infra/lambda/Makefile").read_text()
+    wheels = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}[archs[0]]
+    assert re.search(rf"^PLATFORM \?= {wheels}$", makefile, re.M)
+    runtime = template_doc["Globals"]["Function"]["Runtime"]
+    assert re.search(rf"^PYTHON \?= {runtime}$", makefile, re.M)
+    assert f"--python-version {runtime.removeprefix('python')}" in makefile
+
+
+def test_every_function_and_the_layer_build_with_bytecode(template_doc: dict[str, Any]) -> None:
+    # Lambda cannot write __pycache__: without the Makefile's bytecode every cold start compiles.
+    makefile = (ROOT / "infra/lambda/Makefile").read_text()
+    targets = set(re.findall(r"^FUNCTIONS := (.*)$", makefile, re.M)[0].split()) | {"CommonLayer"}
+    built = {
+        name
+        for name, resource in template_doc["Resources"].items()
+        if resource["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::LayerVersion")
+    }
+    assert built == targets
+    for name in built:
+        metadata = template_doc["Resources"][name].get("Metadata", {})
+        assert (metadata.get("BuildMethod"), metadata.get("ContextPath")) == ("makefile", "lambda"), name
 
 
 #: Resources someone operating or testing the stack looks up by name or URL.

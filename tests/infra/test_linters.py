@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,3 +123,26 @@ def test_build_gate_rejects_native_code_for_the_wrong_cpu(tmp_path: Path) -> Non
     ]
     # And for x86_64 functions, the other one
     assert len(gates.wrong_architecture(tmp_path, "x86_64")) == 1
+
+
+def test_build_gate_rejects_modules_without_unchecked_bytecode(tmp_path: Path) -> None:
+    # Given a function compiled the way infra/lambda/Makefile does, and a layer with one module
+    # compiled with timestamps (pip's default) and one not compiled at all
+    function = tmp_path / "TrackerFunction" / "tracker"
+    layer = tmp_path / "CommonLayer" / "python" / "pydantic"
+    for folder in (function, layer):
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("X = 1\n")
+    (layer / "main.py").write_text("Y = 2\n")
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(function)],
+        check=True,
+    )
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(layer / "__init__.py")], check=True)
+    # When the build is checked, Then the layer is reported with both modules, the function is not
+    findings = gates.missing_bytecode(tmp_path, "python3.11")
+    assert [(f.rule, f.where) for f in findings] == [("bytecode", "CommonLayer")]
+    assert findings[0].message.startswith("2 of 2 modules without unchecked-hash cpython-311 bytecode")
+    # And bytecode for another interpreter does not count
+    other = gates.missing_bytecode(tmp_path, "python3.12")
+    assert [f.where for f in other] == ["CommonLayer", "TrackerFunction"]
