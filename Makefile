@@ -21,10 +21,11 @@ help:
 	@echo "make reliability  - fault-injection scenarios"
 	@echo "make build | validate | deploy ENV=dev|prod"
 
-$(VENV)/.installed: pyproject.toml
+# The layer's pins (layers/common/constraints.txt) hold here too: tests run against what ships.
+$(VENV)/.installed: pyproject.toml layers/common/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c layers/common/constraints.txt -e '.[dev]'
 	touch $@
 
 # aws-sam-cli pins its own boto3/botocore, so it (and checkov) live in a separate venv.

@@ -593,7 +593,12 @@ def sam_build(path: Path = TEMPLATE) -> list[Finding]:
         architectures = function_globals.get("Architectures") or ["x86_64"]
         runtime = str(function_globals.get("Runtime", "python3.11"))
         built = Path(work) / "build"
-        return wrong_architecture(built, str(architectures[0])) + missing_bytecode(built, runtime)
+        findings = wrong_architecture(built, str(architectures[0])) + missing_bytecode(built, runtime)
+        for name, resource in load(path).get("Resources", {}).items():
+            if resource.get("Type") == "AWS::Serverless::LayerVersion":
+                pins = path.parent / resource["Properties"]["ContentUri"] / "constraints.txt"
+                findings += unpinned_distributions(built / name, pins)
+        return findings
 
 
 #: ELF e_machine values of the two Lambda architectures.
@@ -639,6 +644,38 @@ def missing_bytecode(build_dir: Path, runtime: str) -> list[Finding]:
             message += f", e.g. {example}"
             findings.append(Finding("sam-build", "bytecode", artifact.name, message))
     return findings
+
+
+def pinned_versions(constraints: Path) -> dict[str, str]:
+    """`name==version` lines of a pip constraints file, by normalised name (PEP 503)."""
+    pins = {}
+    for line in constraints.read_text().splitlines():
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if sep:
+            pins[_normalise(name)] = version.strip()
+    return pins
+
+
+def unpinned_distributions(artifact: Path, constraints: Path) -> list[Finding]:
+    """Distributions a built layer holds in another version than its constraints pin (or
+    unpinned): the tests ran against the pins, so anything else ships untested code."""
+    if not constraints.is_file():
+        return [Finding("sam-build", "pins", str(constraints), "the layer has no constraints file")]
+    pins = pinned_versions(constraints)
+    findings = []
+    for info in sorted(artifact.rglob("*.dist-info")):
+        name, _, version = info.name.removesuffix(".dist-info").partition("-")
+        pinned = pins.get(_normalise(name))
+        if pinned != version:
+            expected = f"pinned {pinned}" if pinned else "not pinned"
+            findings.append(
+                Finding("sam-build", "pins", f"{artifact.name}: {name}", f"built {version}, {expected}")
+            )
+    return findings
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _unchecked_bytecode(source: Path, tag: str) -> bool:

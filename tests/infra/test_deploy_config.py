@@ -97,6 +97,18 @@ def test_lambda_requirements_mirror_pyproject() -> None:
             assert spec == pinned[name], f"{path.relative_to(ROOT)}: {spec} != pyproject {pinned[name]}"
 
 
+def test_the_venv_runs_the_versions_the_layer_pins() -> None:
+    # What the tests ran against is what infra/lambda/Makefile installs into the layer.
+    from importlib.metadata import version
+
+    from jobtracker_local.gates import pinned_versions
+
+    pins = pinned_versions(ROOT / "layers/common/constraints.txt")
+    assert {name: version(name) for name in pins} == pins
+    # And every runtime dependency of the layer is pinned
+    assert set(requirement_names(ROOT / "layers/common/requirements.txt")) <= set(pins)
+
+
 def test_template_builds_for_arm64_with_the_layer(template_doc: dict[str, Any]) -> None:
     # sam build resolves arm64 wheels (pydantic-core) for the layer; functions and layer must agree.
     archs = template_doc["Globals"]["Function"]["Architectures"]

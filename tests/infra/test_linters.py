@@ -146,3 +146,23 @@ def test_build_gate_rejects_modules_without_unchecked_bytecode(tmp_path: Path) -
     # And bytecode for another interpreter does not count
     other = gates.missing_bytecode(tmp_path, "python3.12")
     assert [f.where for f in other] == ["CommonLayer", "TrackerFunction"]
+
+
+def test_build_gate_rejects_layer_distributions_other_than_the_pins(tmp_path: Path) -> None:
+    # Given constraints pinning two distributions, and a layer built with one of them in another
+    # version and a third one nobody pinned
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(
+        "# the tested versions\npydantic-core==2.46.5\npython_dateutil==2.9.0.post0  # botocore\n"
+    )
+    layer = tmp_path / "CommonLayer" / "python"
+    for info in ("pydantic_core-2.46.5", "python_dateutil-4.0.0", "six-1.17.0"):
+        (layer / f"{info}.dist-info").mkdir(parents=True)
+    # When the build is checked, Then the two that differ from the pins are reported
+    findings = gates.unpinned_distributions(tmp_path / "CommonLayer", constraints)
+    assert [(f.rule, f.where, f.message) for f in findings] == [
+        ("pins", "CommonLayer: python_dateutil", "built 4.0.0, pinned 2.9.0.post0"),
+        ("pins", "CommonLayer: six", "built 1.17.0, not pinned"),
+    ]
+    # And a layer without a constraints file is a finding of its own
+    assert [f.rule for f in gates.unpinned_distributions(layer, tmp_path / "missing.txt")] == ["pins"]
