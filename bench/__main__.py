@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from bench.common import ROOT, Row, fake_aws_env, fmt, table, utcnow
 
@@ -48,6 +49,23 @@ def _benchmarks(args: argparse.Namespace) -> dict[str, Callable[[], list[Row]]]:
     return benches
 
 
+def markdown(document: dict[str, Any]) -> str:
+    """A results document as docs/performance.md's "Latest figures" table."""
+    verdict = {True: "PASS", False: "**FAIL**", None: "-"}
+    lines = ["| metric | value | unit | target | pass | note |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in document["rows"]:
+        cells = [
+            row["metric"],
+            fmt(row["value"]),
+            row["unit"],
+            row["target"],
+            verdict[row["pass"]],
+            row["note"],
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", action="append", help="run only these benchmarks (repeatable)")
@@ -59,7 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-clients", type=int, default=20, help="concurrent API clients")
     parser.add_argument("--output", default=str(RESULTS), help="where to write the JSON results")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="run nothing: print --output's figures as the table of docs/performance.md",
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.output) as handle:
+            print(markdown(json.load(handle)))
+        return 0
 
     fake_aws_env()
     benches = _benchmarks(args)
