@@ -54,8 +54,9 @@ MAKEFILE = ROOT / "infra" / "lambda" / "Makefile"
 LAYER_CODE = ROOT / "layers" / "common"
 
 
-def build_code(folder: Path, into: Path) -> Path:
-    """One CodeUri/ContentUri folder's packages as the build ships them (copied, bytecode)."""
+def build_code(folder: Path, into: Path, runtime_path: str = "/var/task") -> Path:
+    """One CodeUri/ContentUri folder's packages as the build ships them (copied, bytecode);
+    `runtime_path` is where Lambda will find them (/opt/python for the layer)."""
     done = subprocess.run(
         [
             "make",
@@ -64,7 +65,8 @@ def build_code(folder: Path, into: Path) -> Path:
             str(MAKEFILE),
             "code",
             f"ARTIFACTS_DIR={into}",
-            f"PYTHON={sys.executable}",
+            f"LAMBDA_PYTHON={sys.executable}",
+            f"RUNTIME_PATH={runtime_path}",
         ],
         cwd=folder,
         capture_output=True,
@@ -167,7 +169,7 @@ def measure(repeats: int = 7) -> list[Row]:
 
 def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
     base_env = _env({})
-    layer = build_code(LAYER_CODE, work / "layer")
+    layer = build_code(LAYER_CODE, work / "layer", "/opt/python")
     builds = {
         uri: build_code(uri, work / f"function-{n}")
         for n, uri in enumerate(sorted({s.code_uri for s in functions.values()}))

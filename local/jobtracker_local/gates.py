@@ -12,7 +12,9 @@
   without Retain, functions without a retained log group or an errors alarm, queues without a
   depth alarm.
 - checkov: no failed check; skips live in .checkov.yaml, each with its reason.
-- sam-build: `sam build` (arm64, no container) into a temporary directory.
+- sam-build: `sam build` (arm64, no container) into a temporary directory; then no native library
+  for another CPU, every module with unchecked-hash bytecode of its own source for the runtime's
+  Python, and the layer's distributions exactly as layers/common/constraints.txt pins them.
 
 cfn-lint, samtranslator and the policy rules run in this process; sam and checkov come from the
 tools venv (.venv-tools, made by `make tools`) because aws-sam-cli pins its own boto3.
@@ -21,6 +23,7 @@ tools venv (.venv-tools, made by `make tools`) because aws-sam-cli pins its own 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -679,12 +682,21 @@ def _normalise(name: str) -> str:
 
 
 def _unchecked_bytecode(source: Path, tag: str) -> bool:
+    """An unchecked-hash .pyc for `tag`; when `tag` is this interpreter's, also of this source
+    (an unchecked .pyc is never compared with its source by the runtime, so a stale one would
+    run the old code)."""
     try:
         with (source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc").open("rb") as compiled:
-            header = compiled.read(8)
+            header = compiled.read(16)
     except OSError:
         return False
-    return int.from_bytes(header[4:8], "little") == 0b01
+    if int.from_bytes(header[4:8], "little") != 0b01:
+        return False
+    if tag != sys.implementation.cache_tag:
+        return True
+    return header[:4] == importlib.util.MAGIC_NUMBER and header[8:16] == importlib.util.source_hash(
+        source.read_bytes()
+    )
 
 
 # ---- command line ----------------------------------------------------------------------------

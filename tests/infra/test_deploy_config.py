@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import marshal
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -90,11 +93,12 @@ def test_lambda_requirements_mirror_pyproject() -> None:
     # What `sam build` installs into the layer/functions is what the tests ran against.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower(): d.replace(" ", "") for d in project}
-    files = [ROOT / "layers/common/requirements.txt", *sorted(ROOT.glob("functions/*/requirements.txt"))]
-    for path in files:
-        for name, spec in requirement_names(path).items():
-            assert name in pinned, f"{path.relative_to(ROOT)}: {name} is not in pyproject.toml"
-            assert spec == pinned[name], f"{path.relative_to(ROOT)}: {spec} != pyproject {pinned[name]}"
+    path = ROOT / "layers/common/requirements.txt"
+    for name, spec in requirement_names(path).items():
+        assert name in pinned, f"{path.relative_to(ROOT)}: {name} is not in pyproject.toml"
+        assert spec == pinned[name], f"{path.relative_to(ROOT)}: {spec} != pyproject {pinned[name]}"
+    # infra/lambda/Makefile installs the layer's requirements only: a function's would never ship.
+    assert not sorted(ROOT.glob("functions/*/requirements.txt"))
 
 
 def test_the_venv_runs_the_versions_the_layer_pins() -> None:
@@ -119,8 +123,10 @@ def test_template_builds_for_arm64_with_the_layer(template_doc: dict[str, Any]) 
     wheels = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}[archs[0]]
     assert re.search(rf"^PLATFORM \?= {wheels}$", makefile, re.M)
     runtime = template_doc["Globals"]["Function"]["Runtime"]
-    assert re.search(rf"^PYTHON \?= {runtime}$", makefile, re.M)
-    assert f"--python-version {runtime.removeprefix('python')}" in makefile
+    version = runtime.removeprefix("python")
+    assert re.search(rf"^LAMBDA_PYTHON \?= {runtime}$", makefile, re.M)
+    assert re.search(rf"^LAMBDA_CACHE_TAG := cpython-{version.replace('.', '')}$", makefile, re.M)
+    assert f"--python-version {version}" in makefile
 
 
 def test_every_function_and_the_layer_build_with_bytecode(template_doc: dict[str, Any]) -> None:
@@ -161,3 +167,50 @@ def test_every_named_resource_is_an_output(template_doc: dict[str, Any]) -> None
     referenced = gates._references(template_doc["Outputs"])
     # Then each is in one of them (the stack outputs are the only place to look names up)
     assert wanted - referenced == set()
+
+
+def make_code(folder: Path, into: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    makefile = ROOT / "infra/lambda/Makefile"
+    return subprocess.run(
+        ["make", "--no-print-directory", "-f", str(makefile), "code", f"ARTIFACTS_DIR={into}", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_lambda_build_is_the_same_wherever_it_runs(tmp_path: Path) -> None:
+    # Given the tracker's code built twice, into two different directories
+    python = f"LAMBDA_PYTHON={sys.executable}"
+    for name in ("one", "elsewhere/two"):
+        assert make_code(ROOT / "functions/tracker", tmp_path / name, python).returncode == 0
+    # Then every file is byte for byte the same (SAM zips with fixed dates, so the zips are too,
+    # and an unchanged function is not uploaded again) ...
+    one = {
+        p.relative_to(tmp_path / "one"): p.read_bytes() for p in (tmp_path / "one").rglob("*") if p.is_file()
+    }
+    two = tmp_path / "elsewhere/two"
+    assert one == {p.relative_to(two): p.read_bytes() for p in two.rglob("*") if p.is_file()}
+    # ... the bytecode names the path the module has in Lambda ...
+    pyc = tmp_path / "one/tracker/__pycache__/handler.cpython-311.pyc"
+    code = marshal.loads(pyc.read_bytes()[16:])
+    assert code.co_filename == "/var/task/tracker/handler.py"
+    # ... and only our packages ship, every module with its bytecode
+    assert {p.parts[0] for p in one} == {"tracker"}
+    assert {p.stem for p in one if p.suffix == ".py"} == {
+        p.stem.split(".")[0] for p in one if p.suffix == ".pyc"
+    }
+
+
+def test_the_lambda_build_refuses_bytecode_for_another_python(tmp_path: Path) -> None:
+    # Lambda ignores bytecode of another interpreter and would compile at every cold start.
+    done = make_code(
+        ROOT / "functions/tracker",
+        tmp_path,
+        f"LAMBDA_PYTHON={sys.executable}",
+        "LAMBDA_CACHE_TAG=cpython-399",
+    )
+    assert done.returncode != 0
+    assert "is not cpython-399: set LAMBDA_PYTHON to a Python 3.11" in done.stderr
+    assert not list(tmp_path.rglob("*.pyc"))

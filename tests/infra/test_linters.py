@@ -143,6 +143,12 @@ def test_build_gate_rejects_modules_without_unchecked_bytecode(tmp_path: Path) -
     findings = gates.missing_bytecode(tmp_path, "python3.11")
     assert [(f.rule, f.where) for f in findings] == [("bytecode", "CommonLayer")]
     assert findings[0].message.startswith("2 of 2 modules without unchecked-hash cpython-311 bytecode")
+    # And bytecode of an older version of the source does not count either
+    (function / "__init__.py").write_text("X = 2\n")
+    assert [f.where for f in gates.missing_bytecode(tmp_path, "python3.11")] == [
+        "CommonLayer",
+        "TrackerFunction",
+    ]
     # And bytecode for another interpreter does not count
     other = gates.missing_bytecode(tmp_path, "python3.12")
     assert [f.where for f in other] == ["CommonLayer", "TrackerFunction"]
@@ -166,3 +172,22 @@ def test_build_gate_rejects_layer_distributions_other_than_the_pins(tmp_path: Pa
     ]
     # And a layer without a constraints file is a finding of its own
     assert [f.rule for f in gates.unpinned_distributions(layer, tmp_path / "missing.txt")] == ["pins"]
+
+
+def test_the_build_gate_checks_what_sam_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a `sam build` that succeeds but ships a module without bytecode and an unpinned wheel
+    def fake_sam(args: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        build = Path(args[args.index("--build-dir") + 1])
+        (build / "TrackerFunction" / "tracker").mkdir(parents=True)
+        (build / "TrackerFunction" / "tracker" / "__init__.py").write_text("")
+        (build / "CommonLayer" / "python" / "six-1.0.0.dist-info").mkdir(parents=True)
+        (build / "template.yaml").write_text("")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(gates.subprocess, "run", fake_sam)
+    # When the sam-build gate runs on the template, Then both are findings
+    findings = gates.sam_build(gates.TEMPLATE)
+    assert sorted((f.rule, f.where) for f in findings) == [
+        ("bytecode", "TrackerFunction"),
+        ("pins", "CommonLayer: six"),
+    ]
