@@ -22,6 +22,23 @@ from bench.common import REGION, ROOT, Row, median, module_exists, not_measured
 TARGET_RATIO = 1.3
 BASELINE = 'import boto3; boto3.client("dynamodb")'
 
+_CLIENT = 'import botocore.session; botocore.session.Session().create_client("dynamodb")\n'
+_POWERTOOLS = "from aws_lambda_powertools import Logger, Metrics\n"
+_BATCH = "from aws_lambda_powertools.utilities.batch import BatchProcessor\n"
+_ONE_MODEL = "from pydantic import BaseModel\nclass M(BaseModel):\n    x: int\nM(x=1)\n"
+#: What DESIGN.md's stack costs before any code of ours (the functions build a botocore client,
+#: use Powertools and validate with pydantic models), beside the functions in the same run: a
+#: function's ratio minus its floor's is what its own code and models cost.
+FLOORS = {
+    "botocore client + Powertools Logger/Metrics + pydantic with one model": _CLIENT
+    + _POWERTOOLS
+    + _ONE_MODEL,
+    "the same + Powertools BatchProcessor (the stream consumers)": _CLIENT
+    + _POWERTOOLS
+    + _BATCH
+    + _ONE_MODEL,
+}
+
 #: Imports the handler module, then calls every zero-argument cached builder it defines
 #: (`@lru_cache`/`@cache` functions such as `service()`), which is how handlers build their
 #: settings and clients once per process, plus the builders named in BUILT_ELSEWHERE (argv[3:],
@@ -197,10 +214,13 @@ def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
     baseline_cpu: list[float] = []
     samples: dict[str, list[float]] = {k: [] for k in probes}
     cpu: dict[str, list[float]] = {k: [] for k in probes}
+    floors: dict[str, list[float]] = {k: [] for k in FLOORS}
     for _ in range(repeats):
         seconds, cpu_seconds, _ = _run(["-c", BASELINE], base_env)
         baseline.append(seconds)
         baseline_cpu.append(cpu_seconds)
+        for name, floor in FLOORS.items():
+            floors[name].append(_run(["-c", floor], base_env)[0])
         for logical_id, (code, env) in probes.items():
             if logical_id in failures:
                 continue
@@ -230,6 +250,19 @@ def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
             f"median of {repeats}; CPU {base_cpu * 1000:.0f} ms",
         ),
     )
+    for position, (name, times) in enumerate(floors.items(), start=1):
+        value = median(times)
+        rows.insert(
+            position,
+            Row(
+                f"cold start floor of the stack: {name}",
+                round(value / base, 2),
+                "x",
+                "reference",
+                None,
+                f"{value * 1000:.0f} ms vs {base * 1000:.0f} ms; no code of ours",
+            ),
+        )
     for logical_id, (_, _) in probes.items():
         spec = functions[logical_id]
         label = f"cold start {logical_id} ({spec.handler})"
