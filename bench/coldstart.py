@@ -15,9 +15,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import REGION, ROOT, Row, median, module_exists, not_measured
+
+if TYPE_CHECKING:
+    from jobtracker_local.template import FunctionSpec
 
 TARGET_RATIO = 1.3
 BASELINE = 'import boto3; boto3.client("dynamodb")'
@@ -58,7 +61,8 @@ for spec in sys.argv[3:]:
     getattr(importlib.import_module(module), name)()
     built.append(spec)
 handler = getattr(mod, sys.argv[2], None)
-print(json.dumps({"built": built, "handler": callable(handler), "file": mod.__file__}))
+info = {"built": built, "handler": callable(handler), "file": mod.__file__, "modules": sorted(sys.modules)}
+print(json.dumps(info))
 """
 
 #: Handlers whose settings and clients are built by a cached builder of another module of their
@@ -157,6 +161,14 @@ def _env(function_env: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def probe(spec: FunctionSpec, pythonpath: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Arguments (after the interpreter) and environment of one function's cold-start probe."""
+    env = _env(spec.environment)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(pythonpath)
+    return ["-c", PROBE, spec.module, spec.attribute, *BUILT_ELSEWHERE.get(spec.module, [])], env
+
+
 def _cpu_children() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -200,11 +212,8 @@ def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
                 not_measured(label, f"<= {TARGET_RATIO}x", f"module {spec.module} does not exist yet", "x")
             )
             continue
-        extra = BUILT_ELSEWHERE.get(spec.module, [])
-        env = _env(spec.environment)
         # Lambda's order: /var/task, then the layer's /opt/python, then the runtime's packages.
-        env["PYTHONPATH"] = os.pathsep.join([str(builds[spec.code_uri]), str(layer)])
-        probes[logical_id] = (["-c", PROBE, spec.module, spec.attribute, *extra], env)
+        probes[logical_id] = probe(spec, [str(builds[spec.code_uri]), str(layer)])
 
     # Warm the file cache once so the first sample is not an outlier.
     _run(["-c", BASELINE], base_env)

@@ -129,7 +129,7 @@ def build_notifier(ddb: Any, ses: Any) -> Any:
 
 
 def ses_client() -> Any:
-    from notifier.handler import SES_CLIENT_CONFIG
+    from notifier.wiring import SES_CLIENT_CONFIG
 
     return new_client("sesv2", config=SES_CLIENT_CONFIG)
 

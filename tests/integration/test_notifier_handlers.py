@@ -8,7 +8,7 @@ import boto3
 import pytest
 from jobtracker_common.repositories.users import UsersRepository
 from jobtracker_common.settings import load_settings
-from notifier import digest, handler
+from notifier import digest, handler, wiring
 
 from tests.conftest import FakeLambdaContext, load_event
 from tests.support.aws import REGION
@@ -20,10 +20,10 @@ def deployed(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     for key, value in NOTIFIER_ENV.items():
         monkeypatch.setenv(key, value)
     boto3.client("sesv2", region_name=REGION).create_email_identity(EmailIdentity=SENDER)
-    for cached in (load_settings, handler.service, handler.ses_client, digest.service):
+    for cached in (load_settings, handler.service, wiring.ses_client, digest.service):
         cached.cache_clear()
     yield aws
-    for cached in (load_settings, handler.service, handler.ses_client, digest.service):
+    for cached in (load_settings, handler.service, wiring.ses_client, digest.service):
         cached.cache_clear()
 
 

@@ -1,9 +1,10 @@
-"""Cold start: what a handler module imports is what every cold start pays for (bench/coldstart.py
-measures the time). These guard the heavy modules that no function needs: boto3 itself (its
-session wrapper, resources and s3transfer; functions use botocore clients), every Parser model
-(Powertools' batch utility loads them when pydantic is imported first: jobtracker_common.batch
-must come first), the X-Ray SDK, jinja2 before a render, and the repositories a function does
-not use."""
+"""Cold start: what a handler module imports, and what its cached builders build, is what every
+cold start pays for (bench/coldstart.py measures the time, with this same probe). These guard the
+heavy modules that a function does not need: boto3 itself (its session wrapper, resources and
+s3transfer; functions use botocore clients), every Parser model (Powertools' batch utility loads
+them when pydantic is imported first: jobtracker_common.batch must come first), the X-Ray SDK,
+jinja2 before a render, Powertools' batch utility outside the stream consumers, and the
+repositories a function does not use."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import subprocess
 import sys
 
 import pytest
+from jobtracker_local.template import load_template
+
+from bench import coldstart
 
 ALWAYS_ABSENT = {
     "boto3",
@@ -20,30 +24,34 @@ ALWAYS_ABSENT = {
     "aws_xray_sdk",
     "jinja2",
 }
-HANDLERS = {
-    "job_runner.handler": ALWAYS_ABSENT | {"asyncio", "jobtracker_common.repositories.stats"},
-    # Powertools' BatchProcessor imports asyncio itself.
-    "tracker.handler": ALWAYS_ABSENT | {"jobtracker_common.users"},
-    "tracker.sweeper": ALWAYS_ABSENT
-    | {"asyncio", "jobtracker_common.repositories.jobs", "jobtracker_common.statistics"},
-    "notifier.handler": ALWAYS_ABSENT | {"jobtracker_common.statistics"},
-    "notifier.digest": ALWAYS_ABSENT | {"asyncio", "jobtracker_common.statistics"},
+#: Not for the functions that are not stream consumers (it also brings asyncio).
+NO_BATCH = {"aws_lambda_powertools.utilities.batch", "asyncio"}
+FUNCTIONS = {
+    "JobRunnerFunction": ALWAYS_ABSENT | NO_BATCH | {"jobtracker_common.repositories.stats"},
+    "TrackerFunction": ALWAYS_ABSENT | {"jobtracker_common.users"},
+    "SweeperFunction": ALWAYS_ABSENT
+    | NO_BATCH
+    | {"jobtracker_common.repositories.jobs", "jobtracker_common.statistics"},
+    "NotifierFunction": ALWAYS_ABSENT | {"jobtracker_common.statistics"},
+    "DigestFunction": ALWAYS_ABSENT | NO_BATCH | {"jobtracker_common.statistics"},
     # The HTTP resolver of Powertools imports asyncio itself.
-    "api.handler": ALWAYS_ABSENT,
+    "ApiFunction": ALWAYS_ABSENT | {"aws_lambda_powertools.utilities.batch"},
 }
 
 
-@pytest.mark.parametrize("module", sorted(HANDLERS))
-def test_handler_import_leaves_out_what_the_function_does_not_use(module: str) -> None:
-    # Given a fresh interpreter, as in a Lambda cold start
-    code = (
-        "import importlib, json, sys; importlib.import_module(sys.argv[1]); "
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    # When it imports the handler module
+def test_every_function_of_the_template_is_guarded() -> None:
+    assert set(load_template().functions()) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_a_cold_start_leaves_out_what_the_function_does_not_use(logical_id: str) -> None:
+    # Given a fresh interpreter with the function's environment, as in a Lambda cold start
+    args, env = coldstart.probe(load_template().functions()[logical_id])
+    # When it imports the handler module and builds its settings and clients
     done = subprocess.run(
-        [sys.executable, "-c", code, module], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, *args], env=env, capture_output=True, text=True, check=True, timeout=60
     )
-    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    info = json.loads(done.stdout.splitlines()[-1])
+    assert info["built"], "the probe built nothing: the check would be import-only"
     # Then none of the modules it does not need were imported
-    assert sorted(HANDLERS[module] & loaded) == []
+    assert sorted(FUNCTIONS[logical_id] & set(info["modules"])) == []

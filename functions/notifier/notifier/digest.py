@@ -21,6 +21,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from jobtracker_common import aws
 from jobtracker_common.errors import PermanentDeliveryError, TransientError
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.observability import metrics as make_metrics
@@ -39,6 +40,7 @@ from notifier.render import render_digest
 from notifier.sender import UNLIMITED, Budget, OutcomeUnknownError
 from notifier.service import NotifierService, Outcome, SendBatch, UnrecordedSendsError
 from notifier.settings import NotifierSettings
+from notifier.wiring import build_service, ses_client
 
 logger = make_logger("digest")
 metrics = make_metrics("digest")
@@ -275,10 +277,6 @@ class DigestService:
 
 @lru_cache(maxsize=1)
 def service() -> DigestService:
-    from jobtracker_common import aws
-
-    from notifier.handler import build_service, ses_client
-
     # Most ticks find nothing to send: the SES client is built by the first send, not by every
     # cold start (as jinja2 is loaded by the first render).
     return DigestService(build_service(load_settings(NotifierSettings), ses=aws.lazy(ses_client)))

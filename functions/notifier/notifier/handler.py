@@ -3,55 +3,24 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
-from jobtracker_common import aws
 from jobtracker_common.batch import partial_response
 from jobtracker_common.errors import ValidationError
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.observability import metrics as make_metrics
-from jobtracker_common.repositories.notifications import NotificationsRepository
-from jobtracker_common.repositories.users import UsersRepository
 from jobtracker_common.settings import load_settings
 
 from notifier.events import RunEvent, parse_record
-from notifier.sender import Budget, SesSender
+from notifier.sender import Budget
 from notifier.service import NotifierService, UnrecordedSendsError
 from notifier.settings import NotifierSettings
-
-if TYPE_CHECKING:
-    from mypy_boto3_sesv2 import SESV2Client
+from notifier.wiring import build_service
 
 logger = make_logger("notifier")
 metrics = make_metrics("notifier")
-
-#: SES throttling is retried by SesSender within the invocation's time budget, so botocore must
-#: not retry on its own (it would sleep past the deadline and hide how long we waited).
-SES_CLIENT_CONFIG = aws.CLIENT_CONFIG.merge(Config(retries={"total_max_attempts": 1, "mode": "standard"}))
-
-
-@lru_cache(maxsize=1)
-def ses_client() -> SESV2Client:
-    client: SESV2Client = aws.new_client("sesv2", SES_CLIENT_CONFIG)
-    return client
-
-
-def build_service(settings: NotifierSettings, ses: SESV2Client | None = None) -> NotifierService:
-    ddb = aws.client("dynamodb")
-    return NotifierService(
-        users=UsersRepository(ddb, settings.users_table_name),
-        notifications=NotificationsRepository(ddb, settings.notifications_table_name),
-        sender=SesSender(
-            client=ses or ses_client(),
-            sender_email=settings.sender_email,
-            product_name=settings.product_name,
-            reply_to=settings.reply_to_email,
-        ),
-        settings=settings,
-    )
 
 
 @lru_cache(maxsize=1)

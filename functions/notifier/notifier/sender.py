@@ -1,6 +1,6 @@
 """SES v2 sending: simple content, throttling retried within the time budget, errors classified.
 
-The SES client is built with botocore retries off (see `handler.ses_client`), so this module
+The SES client is built with botocore retries off (see `wiring.ses_client`), so this module
 alone decides how long to keep trying: it never sleeps past the invocation's deadline.
 """
 
