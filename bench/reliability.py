@@ -343,7 +343,7 @@ def stream_delivered_three_times(sizes: Sizes) -> Outcome:
     if why := _missing("tracker.handler", "notifier.handler"):
         return skipped(name, injected, expected_text, why)
     from jobtracker_common.repositories.stats import StatsRepository
-    from jobtracker_common.statistics import StatisticsQuery, query_statistics
+    from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 
     from bench.world import world
 
@@ -395,7 +395,7 @@ def poison_record(sizes: Sizes) -> Outcome:
 
     from jobtracker_common.ids import new_id
     from jobtracker_common.repositories.stats import StatsRepository
-    from jobtracker_common.statistics import StatisticsQuery, query_statistics
+    from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
     from jobtracker_local.endpoint import moto_server
     from jobtracker_local.resources import LocalResources, aws_client, provision
     from jobtracker_local.streams import EmulatorSettings, StreamEmulator, StreamSource

@@ -164,7 +164,7 @@ def measure(history: int = 100_000, repeats: int = 9, replays: int = 101) -> lis
         return [not_measured("statistics cost", "equal reads", f"{needed} does not exist yet")]
     from jobtracker_common.ids import new_id
     from jobtracker_common.repositories.stats import StatsRepository
-    from jobtracker_common.statistics import StatisticsQuery, query_statistics
+    from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 
     sizes = {"small": SMALL, "large": history}
     owners = {label: f"owner-{label}" for label in sizes}

@@ -13,7 +13,8 @@ import pytest
 from jobtracker_common.models import ErrorInfo, Run, RunStatus, Trigger, can_transition
 from jobtracker_common.repositories import RunsRepository
 from jobtracker_common.repositories.stats import StatsRepository
-from jobtracker_common.statistics import StatisticsQuery, histogram_index, query_statistics
+from jobtracker_common.statistics import histogram_index
+from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 
 from tests.support.moto_transactions import fast_transactions
 from tests.support.streams import matching, stream_record

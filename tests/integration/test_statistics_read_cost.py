@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from jobtracker_common.models import RunStatus
 from jobtracker_common.repositories.stats import StatsRepository
-from jobtracker_common.statistics import StatisticsQuery, StatsDelta, aggregate, query_statistics
+from jobtracker_common.statistics import StatsDelta, aggregate
+from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 from jobtracker_local.template import load_template
 
 NOW = datetime(2026, 3, 10, 23, 40, tzinfo=UTC)

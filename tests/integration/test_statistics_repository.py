@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from jobtracker_common.models import RunStatus
 from jobtracker_common.repositories.stats import StatsRepository
-from jobtracker_common.statistics import StatisticsQuery, StatsDelta, query_statistics
+from jobtracker_common.statistics import StatsDelta
+from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 
 from tests.support.moto_transactions import fast_transactions
 

@@ -11,7 +11,7 @@ import pytest
 from jobtracker_common.models import Job, RunStatus
 from jobtracker_common.repositories import JobsRepository
 from jobtracker_common.repositories.stats import StatsRepository
-from jobtracker_common.statistics import StatisticsQuery, query_statistics
+from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 from tracker import handler
 
 from tests.conftest import FakeLambdaContext, load_event

@@ -15,7 +15,8 @@ from jobtracker_common.errors import TransientError
 from jobtracker_common.models import Job, RetryPolicy, RunStatus
 from jobtracker_common.repositories import JobsRepository, RunsRepository
 from jobtracker_common.repositories.stats import StatsRepository
-from jobtracker_common.statistics import StatisticsQuery, StatsDelta, query_statistics
+from jobtracker_common.statistics import StatsDelta
+from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
 from pydantic import BaseModel
 
 from tests.conftest import FakeLambdaContext

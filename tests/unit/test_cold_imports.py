@@ -28,7 +28,8 @@ ALWAYS_ABSENT = {
 NO_BATCH = {"aws_lambda_powertools.utilities.batch", "asyncio"}
 FUNCTIONS = {
     "JobRunnerFunction": ALWAYS_ABSENT | NO_BATCH | {"jobtracker_common.repositories.stats"},
-    "TrackerFunction": ALWAYS_ABSENT | {"jobtracker_common.users"},
+    # The API's statistics query and response models: the tracker only aggregates.
+    "TrackerFunction": ALWAYS_ABSENT | {"jobtracker_common.users", "jobtracker_common.statistics_query"},
     "SweeperFunction": ALWAYS_ABSENT
     | NO_BATCH
     | {"jobtracker_common.repositories.jobs", "jobtracker_common.statistics"},

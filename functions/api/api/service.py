@@ -28,7 +28,7 @@ from jobtracker_common.models import ErrorInfo, Job, LogEntry, Run, RunStatus, T
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories.runs import DAY_INDEX, JOB_INDEX, OWNER_INDEX, RunsRepository
 from jobtracker_common.schedules import parse_schedule
-from jobtracker_common.statistics import StatisticsQuery, StatisticsResult, query_statistics
+from jobtracker_common.statistics_query import StatisticsQuery, StatisticsResult, query_statistics
 from jobtracker_common.timeutil import Clock, utcnow
 from pydantic import ValidationError as PydanticValidationError
 from ulid import ULID

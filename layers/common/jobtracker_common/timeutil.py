@@ -29,5 +29,10 @@ def parse_iso(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def as_utc(at: datetime) -> datetime:
+    """`at` in UTC; a naive datetime is taken to be UTC already."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
 def epoch_seconds(value: datetime) -> int:
     return int(value.timestamp())

@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from jobtracker_common.errors import ValidationError
 from jobtracker_common.models import RunStatus
-from jobtracker_common.statistics import StatisticsResult
+from jobtracker_common.statistics_query import StatisticsResult
 from pydantic import BeforeValidator
 
 from api.auth import READ_JOB_LOGS, WRITE_JOB_LOGS, secured
