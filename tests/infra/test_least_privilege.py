@@ -37,8 +37,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ApiFunction": ApiSettings,
 }
 
-#: Read by aws-lambda-powertools itself, not by our settings.
-LIBRARY_PREFIX = "POWERTOOLS_"
+#: Read by aws-lambda-powertools and pydantic themselves, not by our settings.
+LIBRARY_PREFIX = ("POWERTOOLS_", "PYDANTIC_")
 
 
 def package_sources(handler_module: str) -> dict[Path, str]:
