@@ -40,7 +40,7 @@ class ErrorResponse(BaseModel):
     """Every error the API returns."""
 
     message: str
-    details: list[dict[str, Any]] = Field(default_factory=list)
+    details: list[dict[str, Any]] = Field(default=[])
 
 
 # ---- jobs --------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ class JobIn(StrictModel):
 
     name: str = Field(min_length=1, max_length=200)
     job_type: str = Field(min_length=1, max_length=64, description="A registered job type.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Validated against the job type.")
+    params: dict[str, Any] = Field(default={}, description="Validated against the job type.")
     schedule: str | None = Field(
         default=None,
         max_length=256,
@@ -61,7 +61,7 @@ class JobIn(StrictModel):
     enabled: bool = True
     timeout_seconds: int = Field(default=300, ge=1, le=900)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    subscribers: list[UserId] = Field(default_factory=list, max_length=50, description="User ids to notify.")
+    subscribers: list[UserId] = Field(default=[], max_length=50, description="User ids to notify.")
     target: str | None = Field(default=None, max_length=256, description="Free text, e.g. a device name.")
     retention_days: int = Field(default=90, ge=1, le=3_650)
 

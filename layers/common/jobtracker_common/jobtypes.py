@@ -149,7 +149,7 @@ class HttpCheckParams(BaseModel):
     expected_status: int = Field(default=200, ge=100, le=599)
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     body_contains: str | None = Field(default=None, max_length=1_000)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default={})
     max_latency_ms: int | None = Field(default=None, ge=1)
 
 

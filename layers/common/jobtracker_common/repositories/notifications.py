@@ -94,7 +94,7 @@ class NotificationRecord(StrictModel):
     delivery: Delivery = Delivery.IMMEDIATE
     email: str | None = None
     #: Snapshot of what the email shows, so held/digest sends never re-read the run.
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(default={})
     created_at: str
     updated_at: str | None = None
     send_attempts: int = 0
