@@ -172,27 +172,33 @@ def probe(spec: FunctionSpec, pythonpath: list[str] | None = None) -> tuple[list
     return ["-c", PROBE, spec.module, spec.attribute, *BUILT_ELSEWHERE.get(spec.module, [])], env
 
 
-def instructions(probes: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, int]:
-    """Instructions each probe executes, counted by callgrind when valgrind is installed.
+def instructions(probes: dict[str, tuple[list[str], dict[str, str]]]) -> dict[str, int] | None:
+    """Instructions each probe executes, counted by callgrind; None without valgrind, and a probe
+    that failed or timed out under it is left out.
 
     Beside the wall times: on a shared machine a median of 7 still moves by 0.1-0.2x from run to
-    run, while an instruction count is the same every time (it does not see I/O or cache misses,
-    so it is a cross-check, not the metric). Probes run in parallel, one per CPU."""
+    run, while an instruction count with a fixed hash seed is the same every time (it does not see
+    I/O or cache misses, so it is a cross-check, not the metric). Probes run in parallel, one per
+    CPU."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
-        return {}
+        return None
 
     def count(item: tuple[str, tuple[list[str], dict[str, str]]]) -> tuple[str, int | None]:
         key, (code, env) = item
-        done = subprocess.run(
-            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, *code],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, *code],
+                # Python salts str hashes per process, which moves the count by ~0.1%.
+                env={**env, "PYTHONHASHSEED": "0"},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        except (subprocess.TimeoutExpired, OSError):
+            return key, None
         found = re.search(r"Collected : (\d+)", done.stderr)
         return key, int(found.group(1)) if done.returncode == 0 and found else None
 
@@ -297,8 +303,10 @@ def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
     )
 
     def by_instructions(key: str) -> str:
-        if key not in counted or "baseline" not in counted:
+        if counted is None:
             return "instructions not counted (no valgrind)"
+        if key not in counted or "baseline" not in counted:
+            return "instructions not counted (callgrind failed)"
         return f"instructions {counted[key] / counted['baseline']:.2f}x (callgrind, deterministic)"
 
     for position, (name, times) in enumerate(floors.items(), start=1):

@@ -52,3 +52,14 @@ def test_digest_tick_with_nothing_due_reports_an_empty_run(deployed: Any) -> Non
         load_event("notifier/digest_tick.json"), FakeLambdaContext(300_000, name="digest")
     )  # type: ignore[arg-type]
     assert report == {"outcomes": {}, "digests_sent": 0, "errors": []}
+    # And a tick that sends nothing never built the SES client (most ticks: a cold start's cost)
+    assert wiring.ses_client.cache_info().currsize == 0
+
+
+def test_the_digest_builds_its_ses_client_on_its_first_send(deployed: Any) -> None:
+    # Given the digest's service, built as a cold start builds it
+    service = digest.service()
+    assert wiring.ses_client.cache_info().currsize == 0
+    # When its sender is used, Then the client is the notifier's, retries left to SesSender
+    assert service.notifier.sender.client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert wiring.ses_client.cache_info().currsize == 1

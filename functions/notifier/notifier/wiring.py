@@ -1,7 +1,7 @@
 """How both notifier functions (the stream handler and the digest tick) build their collaborators.
 
 Kept apart from `notifier.handler`: that module imports Powertools' batch utility, which the
-digest never uses and which, imported after pydantic, loads every Parser model (~0.15x of a cold
+digest never uses and which, imported after pydantic, loads every Parser model (~0.2x of a cold
 start).
 """
 
