@@ -6,9 +6,6 @@ per hour and per day; per scope (`ALL`, `OWNER#<owner>`, `JOB#<job>`) and, insid
 OWNER scopes, per job type. Each bucket item holds counts by terminal status, retries, duration
 count/sum/min/max and a log-scale duration histogram (HISTOGRAM_STEPS_PER_OCTAVE buckets per
 doubling), so p50/p95 come out within one histogram bucket of the true value.
-
-A query reads one partition range: (buckets in the window) x (1 + job types) items at most,
-whatever the number of runs.
 """
 
 from __future__ import annotations
