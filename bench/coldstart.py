@@ -50,7 +50,7 @@ FLOORS = {
 #: settings and clients once per process, plus the builders named in BUILT_ELSEWHERE (argv[3:],
 #: "module:function"). Prints what it built.
 PROBE = """
-import functools, importlib, inspect, json, sys
+import functools, importlib, inspect, json, os, sys
 mod = importlib.import_module(sys.argv[1])
 built = []
 for name, obj in sorted(vars(mod).items()):
@@ -64,7 +64,9 @@ for spec in sys.argv[3:]:
     getattr(importlib.import_module(module), name)()
     built.append(spec)
 handler = getattr(mod, sys.argv[2], None)
-info = {"built": built, "handler": callable(handler), "file": mod.__file__, "modules": sorted(sys.modules)}
+info = {"built": built, "handler": callable(handler), "file": mod.__file__}
+if os.environ.get("PROBE_MODULES"):  # tests/unit/test_cold_imports.py; not inside the timed runs
+    info["modules"] = sorted(sys.modules)
 print(json.dumps(info))
 """
 
@@ -78,9 +80,10 @@ MAKEFILE = ROOT / "infra" / "lambda" / "Makefile"
 LAYER_CODE = ROOT / "layers" / "common"
 
 
-def build_code(folder: Path, into: Path, runtime_path: str = "/var/task") -> Path:
+def build_code(folder: Path, into: Path, runtime_path: str = "/var/task", *make_args: str) -> Path:
     """One CodeUri/ContentUri folder's packages as the build ships them (copied, bytecode);
-    `runtime_path` is where Lambda will find them (/opt/python for the layer)."""
+    `runtime_path` is where Lambda will find them (/opt/python for the layer); `make_args`
+    override the Makefile's variables. RuntimeError with make's message when the build fails."""
     done = subprocess.run(
         [
             "make",
@@ -91,6 +94,7 @@ def build_code(folder: Path, into: Path, runtime_path: str = "/var/task") -> Pat
             f"ARTIFACTS_DIR={into}",
             f"LAMBDA_PYTHON={sys.executable}",
             f"RUNTIME_PATH={runtime_path}",
+            *make_args,
         ],
         cwd=folder,
         capture_output=True,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import marshal
 import re
 import shlex
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jobtracker_local import gates
+
+from bench.coldstart import build_code
 
 pytestmark = pytest.mark.infra
 
@@ -169,22 +169,10 @@ def test_every_named_resource_is_an_output(template_doc: dict[str, Any]) -> None
     assert wanted - referenced == set()
 
 
-def make_code(folder: Path, into: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    makefile = ROOT / "infra/lambda/Makefile"
-    return subprocess.run(
-        ["make", "--no-print-directory", "-f", str(makefile), "code", f"ARTIFACTS_DIR={into}", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_the_lambda_build_is_the_same_wherever_it_runs(tmp_path: Path) -> None:
     # Given the tracker's code built twice, into two different directories
-    python = f"LAMBDA_PYTHON={sys.executable}"
     for name in ("one", "elsewhere/two"):
-        assert make_code(ROOT / "functions/tracker", tmp_path / name, python).returncode == 0
+        build_code(ROOT / "functions/tracker", tmp_path / name)
     # Then every file is byte for byte the same (SAM zips with fixed dates, so the zips are too,
     # and an unchanged function is not uploaded again) ...
     one = {
@@ -205,12 +193,6 @@ def test_the_lambda_build_is_the_same_wherever_it_runs(tmp_path: Path) -> None:
 
 def test_the_lambda_build_refuses_bytecode_for_another_python(tmp_path: Path) -> None:
     # Lambda ignores bytecode of another interpreter and would compile at every cold start.
-    done = make_code(
-        ROOT / "functions/tracker",
-        tmp_path,
-        f"LAMBDA_PYTHON={sys.executable}",
-        "LAMBDA_CACHE_TAG=cpython-399",
-    )
-    assert done.returncode != 0
-    assert "is not cpython-399: set LAMBDA_PYTHON to a Python 3.11" in done.stderr
+    with pytest.raises(RuntimeError, match=r"is not cpython-399: set LAMBDA_PYTHON to a Python 3\.11"):
+        build_code(ROOT / "functions/tracker", tmp_path, "/var/task", "LAMBDA_CACHE_TAG=cpython-399")
     assert not list(tmp_path.rglob("*.pyc"))

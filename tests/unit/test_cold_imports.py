@@ -48,6 +48,7 @@ def test_every_function_of_the_template_is_guarded() -> None:
 def test_a_cold_start_leaves_out_what_the_function_does_not_use(logical_id: str) -> None:
     # Given a fresh interpreter with the function's environment, as in a Lambda cold start
     args, env = coldstart.probe(load_template().functions()[logical_id])
+    env["PROBE_MODULES"] = "1"
     # When it imports the handler module and builds its settings and clients
     done = subprocess.run(
         [sys.executable, *args], env=env, capture_output=True, text=True, check=True, timeout=60
