@@ -97,3 +97,20 @@ def test_job_rejects_unknown_fields_and_bad_timezone() -> None:
         Job.model_validate({**base, "surprise": 1})
     with pytest.raises(ValidationError, match="timezone"):
         Job.model_validate({**base, "timezone": "Mars/Olympus"})
+
+
+def test_empty_list_and_dict_defaults_are_never_shared_between_instances() -> None:
+    # Models write empty defaults as Field(default=[]/{}) (cold start): pydantic must copy them.
+    job_fields = {"job_id": "j", "owner_id": "u1", "name": "n", "job_type": "demo"}
+    stamps = {"created_at": NOW, "updated_at": NOW}
+    jobs = [Job.model_validate({**job_fields, **stamps}), Job(**job_fields, **stamps), Job.model_construct()]
+    runs = [make_run(), make_run(), Run.model_construct()]
+    # When the defaults of one instance are mutated
+    jobs[0].params["x"] = 1
+    jobs[0].subscribers.append("u2")
+    runs[0].subscribers.append("u2")
+    # Then no other instance, and no later one, sees it
+    assert [j.params for j in jobs[1:]] == [{}, {}] and [j.subscribers for j in jobs[1:]] == [[], []]
+    assert [r.subscribers for r in runs[1:]] == [[], []]
+    later = Job(**job_fields, **stamps)
+    assert (later.params, later.subscribers, make_run().subscribers) == ({}, [], [])
