@@ -29,3 +29,20 @@ def test_bad_values_are_rejected() -> None:
         RunsSettings.from_env(
             {"JOBS_TABLE_NAME": "jobs", "RUNS_TABLE_NAME": "runs", "ACTIVE_INDEX_SHARDS": "0"}
         )
+
+
+def test_a_settings_class_is_built_when_first_validated_and_its_bases_never() -> None:
+    from jobtracker_common.settings import BaseSettings, RunsTableSettings
+    from pydantic import Field
+
+    class OneFunctionSettings(RunsTableSettings):
+        queue_url: str = Field(alias="QUEUE_URL", min_length=1)
+
+    assert not OneFunctionSettings.__pydantic_complete__
+    settings = OneFunctionSettings.from_env({"RUNS_TABLE_NAME": "runs", "QUEUE_URL": "q"})
+    assert (settings.runs_table_name, settings.queue_url, settings.active_index_shards) == ("runs", "q", 8)
+    assert OneFunctionSettings.__pydantic_complete__
+    # Deferred is not weaker: the inherited constraints and the subclass's own still apply.
+    with pytest.raises(ConfigurationError, match="QUEUE_URL"):
+        OneFunctionSettings.from_env({"RUNS_TABLE_NAME": "runs", "QUEUE_URL": ""})
+    assert not BaseSettings.__pydantic_complete__

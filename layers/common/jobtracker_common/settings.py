@@ -20,7 +20,10 @@ from jobtracker_common.errors import ConfigurationError
 class BaseSettings(BaseModel):
     """Subclass per function; each field's alias is the environment variable that feeds it."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # A process validates exactly one settings class, once (`load_settings`): the validator of
+    # that class is built then, and those of its bases and of its siblings in the same module
+    # (every function's settings module defines a few) are never built.
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     service_name: str = Field(default="jobtracker", alias="POWERTOOLS_SERVICE_NAME")
 
