@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from jobtracker_common.users import (
@@ -134,6 +134,55 @@ def test_quiet_hours_cross_midnight_in_the_users_timezone() -> None:
     assert quiet.window_end(datetime(2026, 1, 11, 1, 0, tzinfo=UTC)) == datetime(
         2026, 1, 11, 6, 0, tzinfo=UTC
     )
+
+
+# Nights the clocks change (2026): Berlin and New York by an hour, Lord Howe by half an hour.
+_CHANGE_DAYS = {
+    "Europe/Berlin": (datetime(2026, 3, 29, tzinfo=UTC), datetime(2026, 10, 25, tzinfo=UTC)),
+    "America/New_York": (datetime(2026, 3, 8, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)),
+    "Australia/Lord_Howe": (datetime(2026, 4, 4, tzinfo=UTC), datetime(2026, 10, 3, tzinfo=UTC)),
+}
+
+
+@pytest.mark.parametrize("zone", sorted(_CHANGE_DAYS))
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("23:00", "02:30"), ("01:00", "03:00"), ("02:15", "02:45"), ("22:00", "06:00"), ("02:45", "02:15")],
+)
+def test_quiet_hours_end_after_the_instant_and_outside_the_window_when_clocks_change(
+    zone: str, start: str, end: str
+) -> None:
+    quiet = QuietHours(start=start, end=end, timezone=zone)
+    for day in _CHANGE_DAYS[zone]:
+        at = day - timedelta(hours=20)
+        while at < day + timedelta(hours=30):
+            if quiet.contains(at):
+                ends = quiet.window_end(at).astimezone(UTC)
+                assert ends > at and not quiet.contains(ends), (at, ends)
+                # No earlier than the first minute outside the window; later only by the size of
+                # a clock change (the clocks went back into the window before it read `end`).
+                first_out = at + timedelta(minutes=1)
+                while quiet.contains(first_out):
+                    first_out += timedelta(minutes=1)
+                assert first_out <= ends <= first_out + timedelta(hours=1), (at, ends, first_out)
+                wall = ends.astimezone(quiet.zone)
+                skipped = wall.utcoffset() != (ends - timedelta(minutes=1)).astimezone(quiet.zone).utcoffset()
+                assert wall.strftime("%H:%M") == end or skipped, (at, wall)
+            at += timedelta(minutes=10)
+
+
+def test_quiet_hours_end_on_the_night_the_clocks_go_back_is_the_second_reading() -> None:
+    quiet = QuietHours(start="23:00", end="02:30", timezone="Europe/Berlin")
+
+    def ends(hour: int, minute: int, day: tuple[int, int]) -> datetime:
+        # In UTC: an aware time in the repeated hour never equals one of another zone (PEP 495).
+        return quiet.window_end(datetime(2026, *day, hour, minute, tzinfo=UTC)).astimezone(UTC)
+
+    # 2026-10-25: 03:00 CEST -> 02:00 CET, so 02:30 is read at 00:30Z and again at 01:30Z.
+    assert ends(0, 10, (10, 25)) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert ends(1, 10, (10, 25)) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    # 2026-03-29: 02:00 CET -> 03:00 CEST, 02:30 is never read: the window ends at the jump.
+    assert ends(0, 10, (3, 29)) == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
 
 
 def test_user_rejects_header_breaking_email() -> None:

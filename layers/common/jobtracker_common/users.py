@@ -8,7 +8,8 @@ job filters. Unknown keys are rejected; a `PreferencesPatch` merges into stored 
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Self
 from zoneinfo import ZoneInfo
@@ -82,13 +83,45 @@ class QuietHours(StrictModel):
         return local >= start or local < end  # crosses midnight
 
     def window_end(self, at: datetime) -> datetime:
-        """The first end of the window strictly after `at` (aware, in the user's timezone)."""
+        """When the window holding `at` ends: the first instant after `at` at which the clock
+        reads `end` (or jumps past it) and `contains` is false; aware, in the user's timezone.
+
+        Compared as instants, not wall times: on the night the clocks go back `end` can be read
+        twice (the one after `at` counts), and on the night they go forward past `end` the window
+        ends when they jump.
+        """
         end = _parse_hhmm(self.end, "end")
-        local = at.astimezone(self.zone)
-        candidate = datetime.combine(local.date(), end, tzinfo=self.zone)
-        if candidate <= local:
-            candidate = datetime.combine(local.date() + timedelta(days=1), end, tzinfo=self.zone)
-        return candidate
+        after = at.astimezone(UTC)
+        first_day = after.astimezone(self.zone).date()
+        for offset in range(3):
+            for instant in self._end_instants(first_day + timedelta(days=offset), end):
+                if instant > after and not self.contains(instant):
+                    return instant.astimezone(self.zone)
+        raise AssertionError(f"no end of {self!r} within two days of {at}")  # start != end: unreachable
+
+    def _end_instants(self, day: date, end: time) -> Iterator[datetime]:
+        """The UTC instants at which the clock reads `end` on `day`, oldest first; where `end`
+        is skipped (clocks go forward), the instant of the jump."""
+        zone = self.zone
+        folds = sorted({datetime.combine(day, end.replace(fold=f), tzinfo=zone).astimezone(UTC) for f in (0, 1)})
+        real = [u for u in folds if u.astimezone(zone).replace(tzinfo=None) == datetime.combine(day, end)]
+        if real:
+            yield from real
+            return
+        # In the gap: the fold=1 reading lies before the jump, the fold=0 one after it; the
+        # offsets change at a whole minute, found by bisection.
+        before, after = folds
+        offset_before = before.astimezone(zone).utcoffset()
+        while after - before > timedelta(minutes=1):
+            middle = before + (after - before) // 2
+            middle = middle.replace(second=0, microsecond=0)
+            if middle <= before:
+                middle = before + timedelta(minutes=1)
+            if middle.astimezone(zone).utcoffset() == offset_before:
+                before = middle
+            else:
+                after = middle
+        yield after
 
 
 def _check_filter(values: list[str] | None, name: str) -> list[str] | None:
