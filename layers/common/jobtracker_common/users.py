@@ -103,8 +103,9 @@ class QuietHours(StrictModel):
         """The UTC instants at which the clock reads `end` on `day`, oldest first; where `end`
         is skipped (clocks go forward), the instant of the jump."""
         zone = self.zone
-        folds = sorted({datetime.combine(day, end.replace(fold=f), tzinfo=zone).astimezone(UTC) for f in (0, 1)})
-        real = [u for u in folds if u.astimezone(zone).replace(tzinfo=None) == datetime.combine(day, end)]
+        wall = datetime.combine(day, end)
+        folds = sorted({wall.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1)})
+        real = [u for u in folds if u.astimezone(zone).replace(tzinfo=None) == wall]
         if real:
             yield from real
             return
