@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from jobtracker_common.models import RunStatus
-from jobtracker_common.repositories.notifications import NotificationsRepository, NotificationState
+from jobtracker_common.repositories.notifications import (
+    NotificationsRepository,
+    NotificationState,
+    notification_key,
+)
 from jobtracker_common.repositories.users import UsersRepository
 from jobtracker_common.users import (
     NotificationEvent,
@@ -19,6 +25,7 @@ from jobtracker_common.users import (
     QuietHours,
     User,
 )
+from notifier import digest as digest_module
 from notifier import handler
 from notifier.digest import DigestService
 from notifier.events import RunEvent
@@ -655,3 +662,133 @@ def test_a_failed_send_whose_record_was_dead_lettered_is_sent_by_the_next_tick(w
     assert world.ses.subjects() == ["NetRaven Job Failed: nightly <backup> on core-sw-01"]
     (notification,) = world.notifications.list_for_run(run.run_id)
     assert (notification.state, notification.send_attempts) == (NotificationState.SENT, 2)
+
+
+# ---- quiet hours judged as instants and by the user's current settings; digest limits ----
+BERLIN_NIGHT = QuietHours(start="23:00", end="02:30", timezone="Europe/Berlin")
+# 2026-10-25 in Berlin: 03:00 CEST -> 02:00 CET; 02:00-02:59 is read twice (00:xxZ, then 01:xxZ).
+FALL_BACK = datetime(2026, 10, 25, tzinfo=UTC)
+
+
+def _tick_every_5_minutes(world: World, start: datetime, end: datetime, **failures: datetime) -> list[str]:
+    """Deliver a failed run per name at its time, run the digest every 5 minutes; the times
+    (HH:MM UTC) at which emails went out."""
+    digest = DigestService(world.service)
+    sent_at: list[str] = []
+    now = start
+    while now <= end:
+        world.clock.now = now
+        for n, (name, at) in enumerate(sorted(failures.items())):
+            if at == now:
+                run = make_run(RunStatus.FAILED, run_id=f"01RUN0000000000000000000Q{n}", job_name=name)
+                assert world.deliver(stream_record(run)) == []
+        before = len(world.ses.delivered)
+        digest.run()
+        sent_at += [now.strftime("%H:%M")] * (len(world.ses.delivered) - before)
+        now += timedelta(minutes=5)
+    return sent_at
+
+
+def test_a_held_email_is_not_released_in_the_repeated_hour_of_quiet_hours(world: World) -> None:
+    world.add_user("owner", quiet_hours=BERLIN_NIGHT)
+    world.clock.now = FALL_BACK.replace(hour=1, minute=10)  # 02:10 CET, the second 02:10
+    assert world.deliver(stream_record(make_run(RunStatus.FAILED))) == []
+    sent_at = _tick_every_5_minutes(world, FALL_BACK.replace(hour=1, minute=15), FALL_BACK.replace(hour=2))
+    assert sent_at == ["01:30"]  # 02:30 CET
+
+
+def test_one_hourly_digest_per_period_across_the_night_clocks_go_back(world: World) -> None:
+    world.add_user("owner", notification_frequency="hourly", quiet_hours=BERLIN_NIGHT)
+    at = {f"job-{m}": FALL_BACK.replace(minute=m) for m in (10, 40, 50)}
+    sent_at = _tick_every_5_minutes(world, FALL_BACK, FALL_BACK.replace(hour=2), **at)
+    assert sent_at == ["01:30"], world.ses.subjects()
+
+
+def test_a_held_email_waits_for_the_quiet_hours_the_user_has_now(world: World) -> None:
+    world.add_user("owner", quiet_hours=QuietHours(start="22:00", end="06:00", timezone="UTC"))
+    world.clock.now = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
+    assert world.deliver(stream_record(make_run(RunStatus.FAILED))) == []
+    world.users.update_preferences(
+        "owner",
+        PreferencesPatch.model_validate(
+            {"quiet_hours": {"start": "22:00", "end": "08:00", "timezone": "UTC"}}
+        ),
+    )
+    sent_at = _tick_every_5_minutes(
+        world, datetime(2026, 3, 3, 5, 55, tzinfo=UTC), datetime(2026, 3, 3, 8, 10, tzinfo=UTC)
+    )
+    assert sent_at == ["08:00"]
+
+
+def test_quiet_hours_set_during_a_digest_period_give_one_digest_at_their_end(world: World) -> None:
+    world.add_user("owner", notification_frequency="hourly")
+    digest = DigestService(world.service)
+    world.clock.now = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
+    assert world.deliver(stream_record(make_run(RunStatus.FAILED, run_id="01RUN0000000000000000000QA"))) == []
+    digest.run()
+    world.users.update_preferences(
+        "owner",
+        PreferencesPatch.model_validate(
+            {"quiet_hours": {"start": "10:30", "end": "12:00", "timezone": "UTC"}}
+        ),
+    )
+    sent_at = _tick_every_5_minutes(
+        world,
+        datetime(2026, 3, 2, 10, 40, tzinfo=UTC),
+        datetime(2026, 3, 2, 13, 0, tzinfo=UTC),
+        b=datetime(2026, 3, 2, 10, 40, tzinfo=UTC),
+    )
+    assert sent_at == ["12:00"], world.ses.subjects()
+    (subject,) = world.ses.subjects()
+    assert subject.endswith("2 updates"), subject
+
+
+def test_a_digest_lists_no_more_keys_than_its_record_holds_the_rest_follow_up(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.add_user("owner", notification_frequency="hourly")
+    t0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    one_key = len("|".join(notification_key("01RUN0000000000000000000Q0", "failed", 1, "owner"))) + 4
+    monkeypatch.setattr(digest_module, "DIGEST_KEY_BYTES", one_key * 4)  # 4 keys per digest
+    failures = {f"job-{n}": t0 + timedelta(minutes=5 + n // 3 * 5) for n in range(10)}
+    sent_at = _tick_every_5_minutes(
+        world, t0 + timedelta(minutes=5), t0 + timedelta(hours=1, minutes=30), **failures
+    )
+    assert sent_at == ["11:00", "11:05", "11:10"], sent_at
+    states = {
+        r.state for n in range(10) for r in world.notifications.list_for_run(f"01RUN0000000000000000000Q{n}")
+    }
+    assert states == {NotificationState.DIGESTED}
+
+
+def test_one_failing_digest_does_not_hold_back_the_others_and_the_tick_fails(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.add_user("alice", notification_frequency="hourly")
+    world.add_user("bob", notification_frequency="hourly")
+    world.clock.now = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
+    for n, owner in enumerate(("alice", "bob")):
+        run = make_run(RunStatus.FAILED, run_id=f"01RUN0000000000000000000Z{n}", owner_id=owner)
+        assert world.deliver(stream_record(run)) == []
+    create = world.notifications.create
+
+    def refuse_alices_digest(record: Any) -> bool:
+        if record.entity == "digest" and record.user_id == "alice":
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "ValidationException",
+                        "Message": "Item size has exceeded the maximum allowed size",
+                    }
+                },
+                "PutItem",
+            )
+        return create(record)
+
+    monkeypatch.setattr(world.notifications, "create", refuse_alices_digest)
+    world.clock.now = datetime(2026, 3, 2, 11, 1, tzinfo=UTC)
+    report = DigestService(world.service).run()
+    assert world.ses.recipients() == ["bob@example.com"]
+    assert (
+        len(report.failed) == 1 and "alice" in report.failed[0] and "ValidationException" in report.failed[0]
+    )

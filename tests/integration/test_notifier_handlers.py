@@ -51,7 +51,7 @@ def test_digest_tick_with_nothing_due_reports_an_empty_run(deployed: Any) -> Non
     report = digest.lambda_handler(
         load_event("notifier/digest_tick.json"), FakeLambdaContext(300_000, name="digest")
     )  # type: ignore[arg-type]
-    assert report == {"outcomes": {}, "digests_sent": 0, "errors": []}
+    assert report == {"outcomes": {}, "digests_sent": 0, "errors": [], "failed": []}
     # And a tick that sends nothing never built the SES client (most ticks: a cold start's cost)
     assert wiring.ses_client.cache_info().currsize == 0
 
@@ -63,3 +63,18 @@ def test_the_digest_builds_its_ses_client_on_its_first_send(deployed: Any) -> No
     # When its sender is used, Then the client is the notifier's, retries left to SesSender
     assert service.notifier.sender.client.meta.config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert wiring.ses_client.cache_info().currsize == 1
+
+
+def test_a_tick_with_a_failed_digest_ends_in_an_error_after_the_rest(
+    deployed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a tick in which one digest failed for a reason that is not transient
+    def one_failed(self: digest.DigestService, budget: Any) -> digest.DigestReport:
+        return digest.DigestReport(digests_sent=3, failed=["digest alice hourly#...: ClientError: too large"])
+
+    monkeypatch.setattr(digest.DigestService, "run", one_failed)
+    # Then the invocation fails (the function's error alarm), naming it
+    with pytest.raises(digest.DigestFailedError, match=r"1 digest.*alice"):
+        digest.lambda_handler(
+            load_event("notifier/digest_tick.json"), FakeLambdaContext(300_000, name="digest")
+        )  # type: ignore[arg-type]

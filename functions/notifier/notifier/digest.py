@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from jobtracker_common import aws
-from jobtracker_common.errors import PermanentDeliveryError, TransientError
+from jobtracker_common.errors import JobTrackerError, PermanentDeliveryError, TransientError
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.observability import metrics as make_metrics
 from jobtracker_common.repositories.notifications import (
@@ -47,6 +47,31 @@ metrics = make_metrics("digest")
 
 #: Rows listed in one digest email; the rest are counted ("... and N more").
 DIGEST_ROWS = 200
+#: Bytes of item keys one digest record may list (a DynamoDB item holds 400 KB): a period with
+#: more items is covered by follow-up digests, the next tick each.
+DIGEST_KEY_BYTES = 200_000
+POSTPONED = "postponed"
+
+
+class DigestFailedError(JobTrackerError):
+    """Digests that failed for a reason other than a transient one (logged with their trace)."""
+
+
+def _quiet_until(user: User, now: datetime) -> datetime | None:
+    """When the user's current quiet hours end, if `now` is inside them."""
+    quiet = user.preferences.quiet_hours
+    return quiet.window_end(now).astimezone(UTC) if quiet and quiet.contains(now) else None
+
+
+def _covered(items: list[NotificationRecord]) -> list[NotificationRecord]:
+    """The items one digest covers, oldest first, as many as its record can list."""
+    shown = sorted(items, key=lambda i: (i.payload.get("finished_at") or i.created_at, i.key))
+    size = 0
+    for count, item in enumerate(shown):
+        size += len(item.key.encode()) + 4
+        if size > DIGEST_KEY_BYTES:
+            return shown[:count]
+    return shown
 
 
 @dataclass
@@ -54,12 +79,19 @@ class DigestReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     digests_sent: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Unexpected failures: the invocation ends in an error once everything else is done.
+    failed: list[str] = field(default_factory=list)
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"outcomes": self.outcomes, "digests_sent": self.digests_sent, "errors": self.errors}
+        return {
+            "outcomes": self.outcomes,
+            "digests_sent": self.digests_sent,
+            "errors": self.errors,
+            "failed": self.failed,
+        }
 
 
 class DigestService:
@@ -100,6 +132,11 @@ class DigestService:
                 self._digest(user_id, users.get(user_id), period, items, budget=budget, report=report)
             except TransientError as exc:
                 report.errors.append(f"digest {user_id} {period}: {exc.message}")
+            except Exception as exc:
+                # One user's digest that cannot go out (a bug, data DynamoDB refuses) must not
+                # hold back every digest after it; the tick reports it as an error at the end.
+                logger.exception("digest failed", extra={"user_id": user_id, "period": period})
+                report.failed.append(f"digest {user_id} {period}: {type(exc).__name__}: {exc}")
         return report
 
     def _sort(
@@ -118,6 +155,13 @@ class DigestService:
         if waiting and (reason := self._no_longer_wanted(record, user)):
             if self.notifications.skip_waiting(record.pk, record.sk, reason=reason, now=now):
                 report.count(Outcome.SKIPPED.value)
+            return
+        if waiting and user is not None and (until := _quiet_until(user, now)) is not None:
+            # Judged by the user's quiet hours now, not those of when it was queued: a window set
+            # or widened while it waited holds it too (all of a digest's items alike, so the
+            # digest goes out once, at the window's end).
+            if self.notifications.postpone(record.pk, record.sk, until=until, now=now):
+                report.count(POSTPONED)
             return
         if record.state is NotificationState.SENDING:
             expired = record.lease_until is not None and parse_iso(record.lease_until) < now
@@ -178,14 +222,14 @@ class DigestService:
         self.notifier.require_time(budget)
         now = self.clock()
         pk, sk = digest_key(user_id, period)
-        keys = sorted(i.key for i in items)
+        shown = _covered(items)
+        keys = sorted(i.key for i in shown)
         existing = self.notifications.get(pk, sk)
         token = self.notifier.new_token()
         lease_until = now + timedelta(seconds=self.notifier.settings.lease_seconds)
         address = user.email if user and user.email else items[0].email
         timezone = user.preferences.timezone if user else "UTC"
         # Rendered before any claim: a rendering bug must not strand a claimed digest.
-        shown = sorted(items, key=lambda i: (i.payload.get("finished_at") or i.created_at, i.key))
         email = render_digest(
             [{"kind": i.kind, "payload": i.payload} for i in shown[:DIGEST_ROWS]],
             product=self.notifier.settings.product_name,
@@ -294,4 +338,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # scheduler's retry would run a second tick at the same time.
         logger.warning("digest tick left work for the next tick", extra={"errors": report.errors[:50]})
         metrics.add_metric(name="DigestDeferred", unit=MetricUnit.Count, value=len(report.errors))
+    if report.failed:
+        # Not work for the next tick but a fault: the function's error alarm must see it.
+        raise DigestFailedError(f"{len(report.failed)} digest(s) failed: " + "; ".join(report.failed[:5]))
     return report.as_dict()

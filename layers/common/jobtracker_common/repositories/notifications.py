@@ -367,6 +367,23 @@ class NotificationsRepository:
             names={"#state": "state"},
         )
 
+    def postpone(self, pk: str, sk: str, *, until: datetime, now: datetime) -> bool:
+        """A held/queued record whose time came inside the user's current quiet hours waits for
+        their end (they may have been set or widened after it was queued)."""
+        return self._conditional_update(
+            pk,
+            sk,
+            "SET due_at = :until, updated_at = :now",
+            "#state IN (:held, :queued)",
+            {
+                ":until": serialize(to_iso(until)),
+                ":held": serialize(NotificationState.HELD.value),
+                ":queued": serialize(NotificationState.QUEUED.value),
+                ":now": serialize(to_iso(now)),
+            },
+            names={"#state": "state"},
+        )
+
     def move_to_period(self, pk: str, sk: str, *, period: str, now: datetime) -> bool:
         """A queued item that missed its period's digest (stream lag) goes into a follow-up one."""
         return self._conditional_update(
