@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from jobtracker_common.errors import ValidationError
-from jobtracker_common.schedules import parse_schedule
+from jobtracker_common.schedules import ScheduleExpression, parse_schedule
 
 
 def test_cron_in_berlin_fires_at_local_two_oclock() -> None:
@@ -78,3 +78,43 @@ def test_crons_pyawscron_cannot_evaluate_give_what_it_could_not_an_error(express
     times = cron.next_fire_times(datetime(2026, 1, 15, tzinfo=UTC), 3)
     assert len(times) <= 3
     assert times == sorted(set(times))
+
+
+@pytest.mark.parametrize(
+    ("expression", "timezone"),
+    [
+        ("at(9999-12-31T23:00:00)", "Etc/GMT+12"),  # year 10000 in UTC
+        ("at(0001-01-01T00:00:00)", "Etc/GMT-14"),  # year 0 in UTC
+        ("at(9999-12-31T23:59:59)", "America/New_York"),
+    ],
+)
+def test_at_time_outside_the_utc_date_range_is_a_validation_error(expression: str, timezone: str) -> None:
+    # Given a one-time schedule whose wall time is valid but whose UTC instant no datetime holds
+    # When it is parsed / Then it is refused as invalid (422 at the API), before anything is
+    # written, instead of an OverflowError when its fire time is computed
+    with pytest.raises(ValidationError, match="outside the years 1-9999 in UTC"):
+        parse_schedule(expression, timezone)
+
+
+@pytest.mark.parametrize(
+    ("expression", "timezone", "fire"),
+    [
+        ("at(9999-12-31T23:59:59)", "UTC", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+        ("at(9999-12-31T10:00:00)", "Etc/GMT+12", datetime(9999, 12, 31, 22, 0, tzinfo=UTC)),
+        ("at(0001-01-01T00:00:00)", "UTC", None),
+    ],
+)
+def test_at_times_at_the_edges_of_the_range_still_parse(
+    expression: str, timezone: str, fire: datetime | None
+) -> None:
+    schedule = parse_schedule(expression, timezone)
+    assert schedule.next_fire_times(datetime(2026, 1, 1, tzinfo=UTC)) == ([fire] if fire else [])
+
+
+def test_next_fire_times_of_an_out_of_range_at_never_raises() -> None:
+    # Given an expression built without parse_schedule (e.g. read back from an older job)
+    schedule = ScheduleExpression(
+        "at", "at(9999-12-31T23:00:00)", "Etc/GMT+12", at=datetime(9999, 12, 31, 23, 0)
+    )
+    # When its next fire times are asked for / Then there are none, and no exception
+    assert schedule.next_fire_times(datetime(2026, 1, 1, tzinfo=UTC)) == []

@@ -41,6 +41,8 @@ class ScheduleExpression:
     rate: timedelta | None = None
     cron: str | None = None
     at: datetime | None = None  # local wall time in `timezone`, naive
+    #: `at` as an aware UTC instant, computed (and range-checked) once by `parse_schedule`.
+    at_utc: datetime | None = None
 
     def next_fire_times(
         self, after: datetime, count: int = 3, *, anchor: datetime | None = None
@@ -48,14 +50,14 @@ class ScheduleExpression:
         """The next `count` fire times strictly after `after`, as aware UTC datetimes.
 
         `anchor` is when a rate schedule started (Scheduler counts rates from creation). Fewer
-        than `count` (maybe none) when a one-time schedule has passed, or when pyawscron cannot
-        evaluate a valid cron (a day 29-31 in a month without it, explicit years, `6#5`).
+        than `count` (maybe none) when a one-time schedule has passed (or its instant is outside
+        the datetime range), or when pyawscron cannot evaluate a valid cron (a day 29-31 in a
+        month without it, explicit years, `6#5`). Never raises.
         """
         after = after.astimezone(UTC)
         if self.kind == "at":
-            assert self.at is not None
-            fire = self.at.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(UTC)
-            return [fire] if fire > after and count > 0 else []
+            fire = self.at_utc or _at_in_utc(self.at, self.timezone)
+            return [fire] if fire is not None and fire > after and count > 0 else []
         if self.kind == "rate":
             assert self.rate is not None
             start = (anchor or after).astimezone(UTC)
@@ -119,11 +121,27 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> ScheduleExpression
             at = datetime.fromisoformat(m.group(1))
         except ValueError as exc:
             raise ValidationError(f"{expression}: not a real date and time ({exc})") from exc
-        return ScheduleExpression("at", expression, timezone, at=at)
+        at_utc = _at_in_utc(at, timezone)
+        if at_utc is None:
+            # e.g. at(9999-12-31T23:00:00) in Etc/GMT+12 is in year 10000 UTC: no datetime holds it.
+            raise ValidationError(
+                f"{expression}: in {timezone} this time falls outside the years 1-9999 in UTC"
+            )
+        return ScheduleExpression("at", expression, timezone, at=at, at_utc=at_utc)
     raise ValidationError(
         f"{expression!r} is not an AWS schedule expression: use rate(5 minutes), "
         "cron(0 2 * * ? *) (six fields) or at(2030-01-01T00:00:00)"
     )
+
+
+def _at_in_utc(at: datetime | None, timezone: str) -> datetime | None:
+    """A local wall time as an aware UTC instant; None when that instant has no datetime."""
+    if at is None:
+        return None
+    try:
+        return at.replace(tzinfo=ZoneInfo(timezone)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def schedule_input(job_id: str) -> str:
