@@ -71,6 +71,49 @@ def test_invalid_preferences_are_422_and_change_nothing(api):
     assert api.call("GET /users/me/notification-preferences").body == before
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # tzdata directories and over-long names made ZoneInfo raise OSErrors: a 500.
+        {"quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "Europe"}},
+        {"quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "America"}},
+        {"quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "a" * 300}},
+        {"quiet_hours": {"start": "22:00", "end": "06:00", "timezone": "posix/Europe/Berlin"}},
+        # An empty window with a trailing newline passed a `$` regex, then held every email.
+        {"quiet_hours": {"start": "22:00", "end": "22:00\n"}},
+        {"quiet_hours": {"start": "22:00\n", "end": "06:00"}},
+        # Each entry bounded: 200 long ones made the user's item over 400 KB (a 500 on the write).
+        {"job_ids": [f"{i:04d}" + "x" * 4000 for i in range(200)]},
+        {"job_ids": ["nightly-backup"]},
+        {"job_types": ["x" * 65]},
+    ],
+    ids=[
+        "tz-dir",
+        "tz-dir2",
+        "tz-long",
+        "tz-posix",
+        "end-newline",
+        "start-newline",
+        "ids-large",
+        "ids-not-ulid",
+        "type-long",
+    ],
+)
+def test_preferences_that_once_were_a_500_or_stored_garbage_are_422(api, body):
+    before = api.call("GET /users/me/notification-preferences").body
+    response = api.call("PATCH /users/me/notification-preferences", body=body)
+    assert response.status == 422, (response.status, str(response.body)[:500])
+    assert response.body["details"]
+    assert api.call("GET /users/me/notification-preferences").body == before
+
+
+def test_job_filters_take_job_ids(api):
+    job = api.call("POST /jobs", body={"name": "x", "job_type": "demo"}).body
+    response = api.call("PATCH /users/me/notification-preferences", body={"job_ids": [job["job_id"]]})
+    assert response.status == 200, response.body
+    assert response.body["job_ids"] == [job["job_id"]]
+
+
 def test_explicit_route_for_self_and_me_alias(api):
     api.call("PATCH /users/me/notification-preferences", body={"email_on_job_retry": True})
     by_id = api.call("GET /users/{user_id}/notification-preferences", path_params={"user_id": "user-alice"})

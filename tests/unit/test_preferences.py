@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from jobtracker_common.models import validate_timezone
 from jobtracker_common.users import (
     NotificationEvent,
     NotificationFrequency,
@@ -48,7 +49,21 @@ def test_defaults_keep_the_seed_keys_and_values() -> None:
         ({"email_on_job_failure": None}, "cannot be null"),
         ({"email_on_job_failure": "no"}, "valid boolean"),
         ({"email_on_job_retry": 1}, "valid boolean"),
-        ({"job_ids": ["a", " "]}, "non-empty"),
+        ({"job_types": ["a", " "]}, "non-empty"),
+        ({"job_ids": ["a"]}, "should match pattern"),
+        ({"job_types": ["x" * 65]}, "at most 64 characters"),
+        # `$` would match before a final newline; fullmatch does not.
+        ({"quiet_hours": {"start": "22:00", "end": "22:00\n"}}, "at most 5 characters"),
+        ({"quiet_hours": {"start": "22:00", "end": "7:00"}}, "24-hour time 'HH:MM'"),
+        # tzdata directories and over-long names: ZoneInfo raises OSErrors for those.
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Europe"}}, "unknown IANA"),
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "a" * 64}}, "unknown IANA"),
+        ({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "a" * 300}}, "at most 64"),
+        # Opened by ZoneInfo, refused by the IANA list (as for jobs).
+        (
+            {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "posix/Europe/Berlin"}},
+            "unknown IANA",
+        ),
     ],
 )
 def test_bad_patches_are_rejected_with_a_clear_message(payload: dict, message: str) -> None:
@@ -190,3 +205,34 @@ def test_user_rejects_header_breaking_email() -> None:
     with pytest.raises(ValidationError, match="not a valid email"):
         User(user_id="u", email="a@example.com\r\nBcc: evil@example.com", created_at=now)
     assert User(user_id="u", email="a@example.com", created_at=now).preferences == NotificationPreferences()
+
+
+def test_filter_entries_are_bounded_each_in_a_patch_and_in_stored_preferences() -> None:
+    ulid = "01KB0000000000000000000000"
+    assert PreferencesPatch.model_validate({"job_ids": [ulid]}).job_ids == [ulid]
+    # 200 long entries would make the user's item larger than DynamoDB's 400 KB
+    with pytest.raises(ValidationError, match="should match pattern"):
+        PreferencesPatch.model_validate({"job_ids": [f"{i:04d}" + "x" * 4000 for i in range(200)]})
+    with pytest.raises(ValidationError, match="at most 26 characters"):
+        NotificationPreferences.model_validate({"job_ids": ["x" * 27]})
+    with pytest.raises(ValidationError, match="at most 64 characters"):
+        NotificationPreferences.model_validate({"job_types": ["x" * 65]})
+
+
+def test_stored_quiet_hours_read_with_the_zoneinfo_check_and_never_raise_oserrors() -> None:
+    # Stored preferences are read without the IANA list (cheap for the notifier)...
+    assert QuietHours(start="22:00", end="07:00", timezone="Europe/Berlin").timezone == "Europe/Berlin"
+    # ...and a name that is a tzdata directory or too long for a file name is a ValueError
+    # (a 422 in a request), not the IsADirectoryError/OSError ZoneInfo raises.
+    for name in ("Europe", "America", "a" * 300, "Europe/../UTC"):
+        with pytest.raises(ValueError, match="unknown IANA timezone"):
+            validate_timezone(name)
+        with pytest.raises(ValidationError):
+            QuietHours(start="22:00", end="07:00", timezone=name)
+
+
+def test_an_empty_window_is_refused_however_it_is_spelled() -> None:
+    # A trailing newline once slipped past `$` and stored a window that held every email.
+    for end in ("22:00", "22:00\n"):
+        with pytest.raises(ValidationError):
+            QuietHours(start="22:00", end=end)

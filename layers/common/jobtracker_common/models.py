@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -97,12 +98,48 @@ class RetryPolicy(StrictModel):
         return timedelta(seconds=round(base, 3))
 
 
+#: Job and run ids are ULIDs; anything else cannot name one.
+ID_PATTERN = r"^[0-9A-Za-z]{26}$"
+#: Longer than any IANA zone name (the longest is 32 characters).
+MAX_TIMEZONE_LENGTH = 64
+
+
+@cache
+def iana_timezones() -> frozenset[str]:
+    """Zone names of the IANA tz database (the `tzdata` package the layer ships): the names
+    EventBridge Scheduler accepts. `Factory` is a placeholder zone, not a place.
+
+    Imported here, not at module level: only requests that name a timezone need the list, and
+    `importlib.resources` (with pathlib) would otherwise weigh on every function's cold start.
+    """
+    from importlib import resources
+
+    names = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8").split()
+    return frozenset(names) - {"Factory"}
+
+
 def validate_timezone(value: str) -> str:
+    """A timezone ZoneInfo can load; for values already stored (reads stay cheap).
+
+    ZoneInfo treats the key as a file path: a tzdata directory ("Europe") raises
+    IsADirectoryError and an over-long name "File name too long", both OSErrors.
+    """
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA timezone {value!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown IANA timezone {value[:MAX_TIMEZONE_LENGTH]!r}") from exc
     return value
+
+
+def validate_iana_timezone(value: str) -> str:
+    """A zone of the IANA list; for what a request brings in.
+
+    Checked against the list first: ZoneInfo also opens `posix/...`, `right/...` and
+    `localtime`, which Scheduler refuses (a 5xx after the fact), and directories.
+    """
+    if value not in iana_timezones():
+        raise ValueError(f"unknown IANA timezone {value[:MAX_TIMEZONE_LENGTH]!r}")
+    return validate_timezone(value)
 
 
 class Job(StrictModel):

@@ -11,14 +11,21 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any, Self
+from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from jobtracker_common.models import StrictModel, validate_timezone
+from jobtracker_common.models import (
+    ID_PATTERN,
+    MAX_TIMEZONE_LENGTH,
+    StrictModel,
+    validate_iana_timezone,
+    validate_timezone,
+)
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Matched with fullmatch: `$` would also match before a trailing newline ("22:00\n").
+_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 # Deliberately simple: SES is the real judge of an address; this only catches obvious garbage
 # (and any CR/LF, which could otherwise end up in a header).
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
@@ -41,7 +48,7 @@ class NotificationEvent(StrEnum):
 
 
 def _parse_hhmm(value: str, field: str) -> time:
-    match = _HHMM.match(value)
+    match = _HHMM.fullmatch(value)
     if not match:
         raise ValueError(f"{field} must be a 24-hour time 'HH:MM' (e.g. '22:00'), got {value!r}")
     return time(int(match.group(1)), int(match.group(2)))
@@ -50,9 +57,13 @@ def _parse_hhmm(value: str, field: str) -> time:
 class QuietHours(StrictModel):
     """A daily window, in the user's timezone, during which emails are held; may cross midnight."""
 
-    start: str = Field(description="Start of the quiet window, 'HH:MM' (24h), inclusive.")
-    end: str = Field(description="End of the quiet window, 'HH:MM' (24h), exclusive.")
-    timezone: str = Field(default="UTC", description="IANA timezone, e.g. 'Europe/Berlin'.")
+    # Length bounds first: the messages below quote the value, and an error response has to
+    # stay far below Lambda's 6 MB response limit whatever the request sent.
+    start: str = Field(max_length=5, description="Start of the quiet window, 'HH:MM' (24h), inclusive.")
+    end: str = Field(max_length=5, description="End of the quiet window, 'HH:MM' (24h), exclusive.")
+    timezone: str = Field(
+        default="UTC", max_length=MAX_TIMEZONE_LENGTH, description="IANA timezone, e.g. 'Europe/Berlin'."
+    )
 
     @field_validator("start", "end")
     @classmethod
@@ -67,7 +78,8 @@ class QuietHours(StrictModel):
 
     @model_validator(mode="after")
     def _check_window(self) -> Self:
-        if self.start == self.end:
+        # The parsed times: equal strings are not the only way to spell an empty window.
+        if _parse_hhmm(self.start, "start") == _parse_hhmm(self.end, "end"):
             raise ValueError("quiet_hours start and end must differ (an empty window is no window)")
         return self
 
@@ -125,6 +137,16 @@ class QuietHours(StrictModel):
         yield after
 
 
+#: Filter entries are bounded one by one, not only counted: 200 unbounded job ids would make
+#: the user's item larger than DynamoDB's 400 KB (a 500 on the write). A request's job ids must
+#: be job ids (ULIDs); stored ones are only bounded by that length, so a short entry stored
+#: before the format was checked still reads (it never matched a job anyway).
+StoredJobId = Annotated[str, StringConstraints(max_length=26)]
+JobIdEntry = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+#: As long as a job's `job_type` may be.
+JobTypeEntry = Annotated[str, StringConstraints(max_length=64)]
+
+
 def _check_filter(values: list[str] | None, name: str) -> list[str] | None:
     if values is None:
         return None
@@ -145,10 +167,10 @@ class NotificationPreferences(StrictModel):
         default=True, description="Email on the first success after a failure or timeout."
     )
     quiet_hours: QuietHours | None = None
-    job_ids: list[str] | None = Field(
+    job_ids: list[StoredJobId] | None = Field(
         default=None, max_length=200, description="Only these jobs (null = every job)."
     )
-    job_types: list[str] | None = Field(
+    job_types: list[JobTypeEntry] | None = Field(
         default=None, max_length=50, description="Only these job types (null = every type)."
     )
 
@@ -221,13 +243,23 @@ class PreferencesPatch(BaseModel):
     email_on_job_retry: bool | None = Field(default=None, strict=True)
     email_on_job_recovery: bool | None = Field(default=None, strict=True)
     quiet_hours: QuietHours | None = None
-    job_ids: list[str] | None = Field(default=None, max_length=200)
-    job_types: list[str] | None = Field(default=None, max_length=50)
+    job_ids: list[JobIdEntry] | None = Field(default=None, max_length=200, description="Job ids (ULIDs).")
+    job_types: list[JobTypeEntry] | None = Field(default=None, max_length=50)
 
     @field_validator("job_ids", "job_types")
     @classmethod
     def _check_filters(cls, value: list[str] | None, info: Any) -> list[str] | None:
         return _check_filter(value, info.field_name)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_iana_timezone(cls, value: QuietHours | None) -> QuietHours | None:
+        # A request's timezone must be on the IANA list, as a job's (ZoneInfo also opens
+        # `posix/...`, `right/...`, `localtime`). Only here: stored quiet hours are read with the
+        # lighter ZoneInfo check, so the notifier never loads the list and older values still read.
+        if value is not None:
+            validate_iana_timezone(value.timezone)
+        return value
 
     @model_validator(mode="after")
     def _no_null_switches(self) -> Self:

@@ -6,13 +6,14 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from jobtracker_common.models import ID_PATTERN
 
 from api.auth import Caller
 from api.models import ErrorResponse
 
+__all__ = ["ID_PATTERN", "Cursor", "JobId", "Limit", "RunId", "caller", "responses"]
+
 CALLER = "caller"
-#: Job and run ids are ULIDs; anything else cannot name one.
-ID_PATTERN = r"^[0-9A-Za-z]{26}$"
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="Job id (ULID).")]
 RunId = Annotated[str, Path(pattern=ID_PATTERN, description="Run id (ULID).")]
