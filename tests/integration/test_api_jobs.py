@@ -125,6 +125,32 @@ def test_bad_params_and_unknown_type_are_422(api):
     assert "unknown job type" in unknown.message
 
 
+@pytest.mark.parametrize(
+    ("job_type", "params", "problem"),
+    [
+        ("demo", {"duration_seconds": 1e-200}, "too close to zero"),  # decimal.Underflow: a 500
+        ("demo", {"failure_rate": 5e-324}, "too close to zero"),
+        ("http_check", {"max_latency_ms": 123456789012345678901234567890123456789}, "38 significant"),
+        ("http_check", {"timeout_seconds": 1e-131}, "too close to zero"),  # PutItem: Number underflow
+        ("http_check", {"max_latency_ms": 300_001}, "less than or equal to 300000"),
+    ],
+)
+def test_params_dynamodb_cannot_store_are_422_on_params(api, job_type, params, problem):
+    if job_type == "http_check":
+        params = {"url": "https://example.com", **params}
+    response = api.call("POST /jobs", body={"name": "x", "job_type": job_type, "params": params})
+    assert response.status == 422, (response.status, response.body)
+    assert response.body["details"][0]["field"].startswith("params")
+    assert problem in response.message
+    assert api.ddb.scan(TableName="JobsTable")["Items"] == []
+
+
+def test_params_at_the_edge_of_dynamodbs_range_are_stored(api):
+    job = create(api, params={"duration_seconds": 1e-130, "failure_rate": 0.0})
+    fetched = api.call("GET /jobs/{job_id}", path_params={"job_id": job["job_id"]})
+    assert fetched.body["params"] == {"duration_seconds": 1e-130, "failure_rate": 0}
+
+
 def test_bad_timezone_is_422(api):
     response = api.call(
         "POST /jobs",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from jobtracker_common.dynamo import from_item, serialize, to_item
+from jobtracker_common.dynamo import UnstorableError, check_storable, from_item, serialize, to_item
 
 VALUES: list[Any] = [
     None,
@@ -117,3 +117,46 @@ def test_unknown_or_empty_attribute_values_are_refused(attribute: dict[str, Any]
         TypeDeserializer().deserialize(attribute)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         from_item({"a": attribute})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"x": 1e-200}, "params.x: 1E-200 is too close to zero"),  # decimal.Underflow in serialize
+        ({"x": 5e-324}, "too close to zero"),
+        ({"x": 1e-131}, "too close to zero"),  # serializes; PutItem refuses below 1E-130
+        ({"x": 1e126}, "too large"),
+        ({"x": 123456789012345678901234567890123456789}, "38 significant digits"),  # decimal.Inexact
+        ({"x": [{"y": Decimal("NaN")}]}, "params.x.0.y: NaN is not a finite number"),
+        ({"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "nested deeper"),
+        ({"x": object()}, "cannot store"),
+    ],
+)
+def test_check_storable_names_what_dynamodb_would_refuse(value: Any, message: str) -> None:
+    with pytest.raises(UnstorableError, match=message):
+        check_storable(value, "params")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"x": 0.0, "y": -0.0, "z": 0},
+        {"x": 1e-130, "y": -1e-130},
+        {"x": Decimal("9.9999999999999999999999999999999999999E+125")},
+        {"x": 12345678901234567890123456789012345678},
+        {"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},  # 32 levels with the map
+        {"x": [1.5, "a", None, True, {"y": 2}]},
+    ],
+    ids=repr,
+)
+def test_check_storable_accepts_what_dynamodb_stores(value: Any) -> None:
+    check_storable(value, "params")
+    serialize(value)
+
+
+def test_check_storable_walks_without_recursion() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(UnstorableError, match="nested deeper"):
+        check_storable({"x": deep}, "params")

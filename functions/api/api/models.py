@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from jobtracker_common.dynamo import check_storable
 from jobtracker_common.models import (
     ErrorInfo,
     Job,
@@ -57,7 +58,11 @@ class JobIn(StrictModel):
 
     @field_validator("params")
     @classmethod
-    def _check_params_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Params are stored as given (the job type's model only checks them): what DynamoDB
+        # cannot store (a number out of its range, nesting beyond 32) is the caller's 422, not
+        # a 500 from the write. Before json.dumps: the check is iterative, dumps recursive.
+        check_storable(value, "params")
         # A job is one DynamoDB item (400 KB); params are configuration, not payload.
         try:
             size = len(json.dumps(value, allow_nan=False))

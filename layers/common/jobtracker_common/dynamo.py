@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
+from decimal import Clamped, Context, Decimal, DecimalException, Inexact, Overflow, Rounded, Underflow
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -116,6 +116,62 @@ def _from_dynamo(value: Any) -> Any:
 def serialize(value: Any) -> AttributeValueTypeDef:
     result: AttributeValueTypeDef = _attribute(_to_dynamo(value))
     return result
+
+
+#: DynamoDB's number range, as adjusted exponents: magnitudes 1E-130 .. 9.99..9E+125 (38 nines).
+#: DYNAMODB_CONTEXT lets exact subnormals through (1E-131 serializes; PutItem then refuses it).
+MIN_EXPONENT, MAX_EXPONENT = -130, 125
+#: Levels of nested lists and maps DynamoDB stores in one attribute.
+MAX_NESTING = 32
+
+
+class UnstorableError(ValueError):
+    """A value DynamoDB cannot store (as `serialize` writes it); the message names where."""
+
+
+def check_storable(value: Any, path: str) -> None:
+    """Raise UnstorableError when `serialize(value)` would fail or DynamoDB would refuse what it
+    writes: a number out of DynamoDB's range or beyond 38 digits, or nesting deeper than 32.
+
+    Walks iteratively, nesting checked before anything recurses: a deeply nested value must be
+    an error, not a RecursionError. `path` names `value` in messages (e.g. "params").
+    """
+    pending: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while pending:
+        current, where, depth = pending.pop()
+        if isinstance(current, Mapping | list | tuple):
+            if depth >= MAX_NESTING:
+                raise UnstorableError(f"{where}: nested deeper than DynamoDB's {MAX_NESTING} levels")
+            children = current.items() if isinstance(current, Mapping) else enumerate(current)
+            pending.extend((v, f"{where}.{_clip(str(k))}", depth + 1) for k, v in children)
+        elif isinstance(current, int | float | Decimal) and not isinstance(current, bool):
+            _check_number(current, where)
+    try:
+        serialize(value)
+    except (TypeError, DecimalException) as exc:  # a type DynamoDB has no attribute for
+        raise UnstorableError(f"{path}: DynamoDB cannot store this value ({_clip(str(exc), 200)})") from exc
+
+
+def _clip(text: str, limit: int = 50) -> str:
+    """Messages quote keys and numbers from the request, which may be long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_number(value: float | Decimal, where: str) -> None:
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    text = _clip(str(number))
+    if not number.is_finite():
+        raise UnstorableError(f"{where}: {text} is not a finite number")
+    if number and number.adjusted() < MIN_EXPONENT:
+        raise UnstorableError(f"{where}: {text} is too close to zero for DynamoDB (1E-130 at least, or 0)")
+    if number.adjusted() > MAX_EXPONENT:
+        raise UnstorableError(f"{where}: {text} is too large for DynamoDB (below 1E+126)")
+    try:
+        _number(number)
+    except DecimalException as exc:
+        raise UnstorableError(
+            f"{where}: {text} cannot be stored exactly (DynamoDB keeps 38 significant digits)"
+        ) from exc
 
 
 def to_item(data: dict[str, Any]) -> dict[str, AttributeValueTypeDef]:

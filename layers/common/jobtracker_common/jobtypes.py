@@ -150,7 +150,8 @@ class HttpCheckParams(BaseModel):
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     body_contains: str | None = Field(default=None, max_length=1_000)
     headers: dict[str, str] = Field(default={})
-    max_latency_ms: int | None = Field(default=None, ge=1)
+    # At most the longest timeout: a slower response has already failed as a timeout.
+    max_latency_ms: int | None = Field(default=None, ge=1, le=300_000)
 
 
 def _run_http_check(params: HttpCheckParams, ctx: JobContext) -> dict[str, Any]:
