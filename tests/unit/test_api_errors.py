@@ -6,7 +6,7 @@ import json
 
 import pytest
 from api.auth import AuthenticationError, MissingScopeError
-from api.errors import domain_error_response, validation_error_response
+from api.errors import MAX_DETAILS, domain_error_response, validation_error_response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from jobtracker_common.errors import (
     ConfigurationError,
@@ -64,3 +64,30 @@ def test_invalid_json_is_400_and_invalid_values_422():
         {"location": "body", "field": "name", "message": "Field required", "type": "missing"}
     ]
     assert "s3cr3t" not in json.dumps(body(response))
+
+
+def test_a_validation_error_lists_the_first_details_and_says_how_many_there_were():
+    # One detail per unknown field: 120,000 of them once made a 12 MB body, over Lambda's 6 MB
+    # response limit (API Gateway then answers its own 500 instead of the 422).
+    many = RequestValidationError(
+        [
+            {"type": "extra_forbidden", "loc": ("body", f"k{i}"), "msg": "Extra inputs are not permitted"}
+            for i in range(120_000)
+        ]
+    )
+    response = validation_error_response(many)
+    assert response.status_code == 422
+    assert len(body(response)["details"]) == MAX_DETAILS
+    assert body(response)["details"][0]["field"] == "k0"
+    assert f"120000 problems; details lists the first {MAX_DETAILS}" in body(response)["message"]
+
+
+def test_error_texts_are_clipped_whatever_the_request_named():
+    huge = "k" * 5_000_000
+    invalid = RequestValidationError([{"type": "extra_forbidden", "loc": ("body", huge), "msg": huge}])
+    response = validation_error_response(invalid)
+    assert response.status_code == 422
+    assert len(json.dumps(body(response))) < 5_000
+    domain = domain_error_response(ValidationError(huge, details=[{"field": huge, "n": 1}]))
+    assert len(json.dumps(body(domain))) < 5_000
+    assert body(domain)["details"][0]["n"] == 1

@@ -54,14 +54,34 @@ _THROTTLING = {
 }
 
 
+#: An error body must stay far below Lambda's 6 MB response limit (over it, API Gateway answers
+#: its own 500), however many problems a request has (one per unknown field) and however long
+#: the names and values its messages quote: the first MAX_DETAILS details, texts clipped.
+MAX_DETAILS = 50
+MAX_MESSAGE_CHARS = 2_000
+MAX_DETAIL_CHARS = 500
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k: _clip(v, MAX_DETAIL_CHARS) if isinstance(v, str) else v for k, v in detail.items()}
+
+
 def error_response(
     status: HTTPStatus, message: str, details: list[dict[str, Any]] | None = None
 ) -> Response[Any]:
     headers = {"Retry-After": "1"} if status == HTTPStatus.SERVICE_UNAVAILABLE else None
+    details = details or []
+    message = _clip(message, MAX_MESSAGE_CHARS)
+    if len(details) > MAX_DETAILS:
+        message += f" ({len(details)} problems; details lists the first {MAX_DETAILS})"
     return Response(
         status_code=status.value,
         content_type=content_types.APPLICATION_JSON,
-        body={"message": message, "details": details or []},
+        body={"message": message, "details": [_bounded(d) for d in details[:MAX_DETAILS]]},
         headers=headers,
     )
 
