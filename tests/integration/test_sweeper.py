@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobtracker_common.lifecycle import success_changes
-from jobtracker_common.models import Run, RunStatus, Trigger
-from jobtracker_common.repositories import RunsRepository
+from job_runner.service import RunnerService
+from jobtracker_common.lifecycle import DELIVERY_WINDOW, LEASE_MARGIN, failure_changes, success_changes
+from jobtracker_common.models import ErrorInfo, Job, Run, RunStatus, Trigger
+from jobtracker_common.repositories import JobsRepository, RunsRepository
+from jobtracker_common.schedules import ScheduleService
 from tracker import sweeper
 from tracker.sweep import Sweeper
 
 from tests.conftest import FakeLambdaContext
+from tests.support.runner import invoke
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -94,9 +97,84 @@ def test_queued_and_retrying_runs_past_their_lease_time_out(aws: Any) -> None:
     assert sorted(report.timed_out) == ["R-QUEUED", "R-STUCK"]
     queued, stuck = runs.get("R-QUEUED"), runs.get("R-STUCK")
     assert queued.status is stuck.status is RunStatus.TIMED_OUT
-    assert queued.error is not None and "queued but never started" in queued.error.message
-    assert stuck.error is not None and "retry attempt 2 never started" in stuck.error.message
+    assert queued.error is not None
+    assert "queued but did not start within its delivery window" in queued.error.message
+    assert stuck.error is not None
+    assert "retry attempt 2 did not start within its delivery window" in stuck.error.message
+    assert "due at 2026-03-10T11:44:00.000Z" in stuck.error.message
     assert "last error: device unreachable" in stuck.error.message
+    # ... and no longer claims to know that the schedule did not fire
+    assert "did not fire" not in stuck.error.message
+
+
+def test_pending_retry_is_left_alone_while_aws_may_still_deliver_it(aws: Any) -> None:
+    # Given attempt 1 failed with attempts left, its retry due 30 s later, and the target config
+    # the retry schedule is created with
+    jobs, runs = JobsRepository(aws, "JobsTable"), RunsRepository(aws, "RunsTable")
+    jobs.create(
+        Job(
+            job_id="job-1",
+            owner_id="alice",
+            name="backup",
+            job_type="demo",
+            params={"duration_seconds": 0, "log_lines": 1},
+            created_at=NOW,
+            updated_at=NOW,
+        )
+    )
+    running = add_run(runs, "R1", RunStatus.RUNNING, NOW + timedelta(minutes=6), retry={"jitter": False})
+    error = ErrorInfo(type="Unreachable", message="device unreachable")
+    retrying = _retrying(runs, running, NOW, error)
+    assert retrying.next_attempt_at is not None
+    target = ScheduleService(
+        None,  # type: ignore[arg-type]  # only the target config is built, nothing is called
+        group_name="g",
+        role_arn="arn:role",
+        target_arn="arn:runner",
+    )._target_config("{}")
+    scheduler_window = timedelta(seconds=target["RetryPolicy"]["MaximumEventAgeInSeconds"])
+    # Scheduler retries its Invoke for its window; Lambda's queue may then hold the event for as long
+    latest = retrying.next_attempt_at + scheduler_window + DELIVERY_WINDOW
+
+    # When the sweeper runs (every 7 minutes here, and a second before the delivery) up to the
+    # latest delivery AWS may still make, and the retry is delivered only then (Scheduler's
+    # Invoke throttled, then the event queued behind a saturated runner)
+    sweeps = [NOW + timedelta(minutes=m) for m in range(0, int((latest - NOW).total_seconds() // 60), 7)]
+    for at in [*sweeps, latest - timedelta(seconds=1)]:
+        Sweeper(runs, clock=lambda at=at: at).sweep()  # type: ignore[misc]
+    runner = RunnerService(jobs, runs, clock=lambda: latest, safety_margin_ms=500)
+    result = invoke(runner, {"kind": "retry", "run_id": "R1", "attempt": 2})
+
+    # Then the late retry still runs attempt 2
+    final = runs.get("R1")
+    assert not result.get("duplicate"), result.get("message")
+    assert (final.status, final.attempt) == (RunStatus.COMPLETED, 2)
+
+
+def test_pending_retry_is_timed_out_once_its_delivery_window_has_passed(aws: Any) -> None:
+    # Given a retry due at NOW whose delivery never came
+    runs = RunsRepository(aws, "RunsTable")
+    running = add_run(runs, "R1", RunStatus.RUNNING, NOW, retry={"jitter": False})
+    failed_at = NOW - running.retry.delay_after(1, seed="")
+    retrying = _retrying(runs, running, failed_at, ErrorInfo(type="x", message="y"))
+    lease = retrying.lease_until
+    assert retrying.next_attempt_at == NOW and lease is not None
+
+    # When the sweeper runs just before and just after the lease (both delivery stages + margin)
+    before = Sweeper(runs, clock=lambda: lease - timedelta(seconds=1)).sweep()
+    after = Sweeper(runs, clock=lambda: lease + timedelta(seconds=1)).sweep()
+
+    # Then the run is given up on only after the lease, about two hours after it was due
+    assert (before.timed_out, after.timed_out) == ([], ["R1"])
+    assert lease - NOW == 2 * DELIVERY_WINDOW + LEASE_MARGIN
+    assert runs.get("R1").status is RunStatus.TIMED_OUT
+
+
+def _retrying(runs: RunsRepository, run: Run, now: datetime, error: ErrorInfo) -> Run:
+    """`run`'s attempt failed at `now` with attempts left, recorded as the runner does."""
+    status, changes = failure_changes(run, now, error, timed_out=False)
+    assert status is RunStatus.RETRYING
+    return runs.transition(run, status, **changes)
 
 
 class CompletingRuns(RunsRepository):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from jobtracker_common.errors import ValidationError
-from jobtracker_common.schedules import ScheduleExpression, parse_schedule
+from jobtracker_common.lifecycle import DELIVERY_WINDOW, RETRY_LEASE
+from jobtracker_common.schedules import ScheduleExpression, ScheduleService, parse_schedule
 
 
 def test_cron_in_berlin_fires_at_local_two_oclock() -> None:
@@ -118,3 +119,17 @@ def test_next_fire_times_of_an_out_of_range_at_never_raises() -> None:
     )
     # When its next fire times are asked for / Then there are none, and no exception
     assert schedule.next_fire_times(datetime(2026, 1, 1, tzinfo=UTC)) == []
+
+
+def test_schedulers_delivery_window_is_the_one_the_sweeper_waits_for() -> None:
+    # Given the target every job and retry schedule is created with
+    target = ScheduleService(
+        None,  # type: ignore[arg-type]  # building the target config calls nothing
+        group_name="g",
+        role_arn="arn:aws:iam::123456789012:role/r",
+        target_arn="arn:aws:lambda:eu-west-1:123456789012:function:f",
+    )._target_config("{}")
+    # Then Scheduler stops delivering after the window the pending runs' leases are built from
+    window = timedelta(seconds=target["RetryPolicy"]["MaximumEventAgeInSeconds"])
+    assert window == DELIVERY_WINDOW
+    assert window + DELIVERY_WINDOW <= RETRY_LEASE  # then Lambda's queue may hold it as long

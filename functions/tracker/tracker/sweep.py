@@ -47,13 +47,20 @@ def expiry_changes(run: Run, now: datetime) -> tuple[RunStatus, dict[str, Any]]:
         )
         # A lost attempt is a failed attempt: retried if the policy allows, else timed_out.
         return failure_changes(run, now, error, timed_out=True)
+    # The lease of a pending run ends only after AWS has stopped delivering its invocation, so
+    # nothing can still start it: say that, not a guess at which stage lost it.
     if run.status is RunStatus.RETRYING:
         last = f"; last error: {run.error.message}" if run.error else ""
+        due = f", due at {to_iso(run.next_attempt_at)}" if run.next_attempt_at else ""
         message = (
-            f"{expired}; retry attempt {run.attempt + 1} never started (its schedule did not fire){last}"
+            f"{expired}; retry attempt {run.attempt + 1} did not start within its delivery window"
+            f"{due} (its schedule was not created, or the delivery was dropped){last}"
         )
     else:
-        message = f"{expired}; the run was queued but never started (the runner was not invoked or died)"
+        message = (
+            f"{expired}; the run was queued but did not start within its delivery window "
+            "(the runner was not invoked, the invocation was dropped, or the runner died first)"
+        )
     return RunStatus.TIMED_OUT, {
         "finished_at": now,
         "error": ErrorInfo(type=LEASE_EXPIRED, message=message[:4000]),

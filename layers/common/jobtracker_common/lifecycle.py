@@ -10,8 +10,20 @@ from jobtracker_common.timeutil import epoch_seconds
 
 #: Extra time on top of a job's timeout before the sweeper may declare a run lost.
 LEASE_MARGIN = timedelta(seconds=60)
-#: How long a queued run may wait to be picked up before the sweeper gives up on it.
-QUEUE_LEASE = timedelta(minutes=15)
+#: How long AWS keeps trying to hand one invocation to the runner, at each of two stages:
+#: EventBridge Scheduler retries its Invoke call until the event is this old (the target's
+#: `MaximumEventAgeInSeconds`, schedules.py), and Lambda keeps an accepted asynchronous event
+#: queued (throttled runner, reserved concurrency) until it is this old (the runner's
+#: `EventInvokeConfig`, infra/template.yaml, checked against this by tests/infra). An hour, not
+#: less: the runner's jobs take up to 15 min each, so a saturated runner delays deliveries by more
+#: than that, and a dropped delivery is work not done. The sweeper gives a pending run no less.
+DELIVERY_WINDOW = timedelta(hours=1)
+#: A queued run (the API writes it, then invokes the runner asynchronously) is given up on only
+#: after Lambda has stopped delivering that invocation.
+QUEUE_LEASE = DELIVERY_WINDOW + LEASE_MARGIN
+#: A pending retry is given up on only after its one-time schedule can no longer be delivered:
+#: Scheduler's window and then Lambda's queue, counted from the time it is due.
+RETRY_LEASE = 2 * DELIVERY_WINDOW + LEASE_MARGIN
 
 
 def running_lease(now: datetime, timeout_seconds: int) -> datetime:
@@ -66,9 +78,9 @@ def failure_changes(
             **finished,
             "error": error,
             "next_attempt_at": next_at,
-            # The retry schedule should fire at next_at; if it never does, the sweeper
-            # ends the run once this lease has passed.
-            "lease_until": next_at + QUEUE_LEASE,
+            # The retry schedule should fire at next_at; if its delivery never arrives, the
+            # sweeper ends the run once this lease has passed, not while AWS may still deliver.
+            "lease_until": next_at + RETRY_LEASE,
         }
     final = RunStatus.TIMED_OUT if timed_out else RunStatus.FAILED
     return final, {**finished, "error": error, "lease_until": None, "next_attempt_at": None}

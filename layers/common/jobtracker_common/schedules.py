@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from pyawscron import AWSCron
 
 from jobtracker_common.errors import ValidationError
+from jobtracker_common.lifecycle import DELIVERY_WINDOW
 
 if TYPE_CHECKING:
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
@@ -189,7 +190,12 @@ class ScheduleService:
             "Arn": self._target,
             "RoleArn": self._role,
             "Input": payload,
-            "RetryPolicy": {"MaximumRetryAttempts": 5, "MaximumEventAgeInSeconds": 3600},
+            # Scheduler stops retrying a delivery after DELIVERY_WINDOW; the sweeper's leases of
+            # pending runs are derived from the same number (lifecycle.py).
+            "RetryPolicy": {
+                "MaximumRetryAttempts": 5,
+                "MaximumEventAgeInSeconds": int(DELIVERY_WINDOW.total_seconds()),
+            },
         }
         if self._dlq:
             target["DeadLetterConfig"] = {"Arn": self._dlq}
