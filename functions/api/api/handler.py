@@ -32,10 +32,13 @@ def _reject_constant(name: str) -> Any:
 
 def parse_json(text: str) -> Any:
     """Strict JSON: no NaN/Infinity (Python's extension) and no lone surrogates, which could
-    never be stored (DynamoDB wants valid UTF-8); both are malformed JSON (400), not a 500."""
+    never be stored (DynamoDB wants valid UTF-8); both are malformed JSON (400), not a 500.
+    Nesting deeper than the interpreter's recursion limit (`[[[[...`) is malformed JSON too."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)
         json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError as exc:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from exc
     except (ValueError, UnicodeEncodeError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             raise

@@ -21,7 +21,7 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..."
         raise ValidationError("cursor is not valid; pass back next_cursor unchanged") from exc
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ValidationError("cursor is not valid; pass back next_cursor unchanged")
