@@ -15,7 +15,8 @@ from job_runner.service import RunnerService
 from jobtracker_common import jobtypes
 from jobtracker_common.errors import ConflictError, InvalidTransitionError
 from jobtracker_common.ids import new_id
-from jobtracker_common.models import RetryPolicy, RunStatus
+from jobtracker_common.lifecycle import failure_changes, new_run
+from jobtracker_common.models import ErrorInfo, RetryPolicy, RunStatus, Trigger
 from jobtracker_common.repositories import JobsRepository, RunsRepository
 from jobtracker_local.template import load_template
 from pydantic import BaseModel
@@ -315,6 +316,98 @@ def test_cancel_request_stops_a_running_job(repos: Any, runner: RunnerService) -
     repos[1].request_cancel(repos[1].list_active()[0].run_id)
     worker.join(timeout=10)
     assert results and results[0]["status"] == "canceled"
+
+
+class CancelThenParams(BaseModel):
+    #: How attempt 1 ends after its owner asked it to stop: "fail" (JobFailure) or "hang" (no
+    #: checkpoint until its timeout).
+    ending: str = "fail"
+
+
+@pytest.fixture
+def cancel_then() -> Iterator[list[int]]:
+    """Attempt 1 is cancelled by its owner (as the API's cancel does) and then ends without
+    reaching a checkpoint; later attempts succeed. Records the attempt of every body run."""
+    attempts: list[int] = []
+
+    def body(params: CancelThenParams, ctx: Any) -> dict[str, Any]:
+        attempts.append(ctx.run.attempt)
+        if ctx.run.attempt == 1:
+            ctx.runs.request_cancel(ctx.run.run_id)  # POST /job-logs/{id}/cancel while running
+            if params.ending == "hang":
+                time.sleep(1.5)
+            raise jobtypes.JobFailure("device unreachable", error_type="Unreachable")
+        return {"message": "backed up"}
+
+    jobtypes.register(jobtypes.JobType("cancel_then", CancelThenParams, body))
+    yield attempts
+    jobtypes._REGISTRY.pop("cancel_then", None)
+
+
+@pytest.mark.parametrize(("ending", "timeout"), [("fail", 300), ("hang", 1)])
+def test_cancel_requested_during_an_attempt_that_then_fails_is_not_retried(
+    repos: Any, cancel_then: list[int], ending: str, timeout: int
+) -> None:
+    # Given a job with attempts left whose first attempt is cancelled and then fails or times out
+    # before a checkpoint (cancel polled every 5 s: the runner never saw the request)
+    add_job(
+        repos[0],
+        "cancel_then",
+        {"ending": ending},
+        timeout_seconds=timeout,
+        retry=RetryPolicy(max_attempts=3, backoff_seconds=1, jitter=False),
+    )
+    runner = RunnerService(*repos, safety_margin_ms=500, cancel_poll_seconds=5.0)
+
+    # When the attempt ends, and a retry delivery arrives anyway
+    first = invoke(runner, {"kind": "manual", "job_id": JOB_ID, "client_request_id": "c-1"})
+    retry = invoke(runner, {"kind": "retry", "run_id": first["run_id"], "attempt": 2})
+
+    # Then the run ends canceled (no retry, nothing left active) and the body ran once
+    run = repos[1].get(first["run_id"])
+    assert (first["status"], run.status, cancel_then) == ("canceled", RunStatus.CANCELED, [1])
+    assert retry["duplicate"] is True
+    assert run.cancel_requested and run.attempt == 1
+    assert run.next_attempt_at is None and run.lease_until is None and run.finished_at is not None
+    assert repos[1].list_active() == []
+    entries, _ = repos[1].list_logs(run.run_id)
+    assert [e.message for e in entries][-1] == "cancel requested: no retry"
+
+
+def _retrying_with_cancel_requested(repos: Any) -> str:
+    """A run that went `retrying` although its cancel was requested: the request landed after
+    the runner's last read of it (request_cancel does not change the version the write checks)."""
+    add_job(repos[0], "cancel_then", retry=RetryPolicy(max_attempts=3, backoff_seconds=1, jitter=False))
+    job = repos[0].get(JOB_ID)
+    now = datetime.now(UTC)
+    running = repos[1].create(
+        new_run(job, run_id=new_id(now), trigger=Trigger.MANUAL, now=now, dedupe_key="d-1")
+    )
+    repos[1].request_cancel(running.run_id)
+    error = ErrorInfo(type="Unreachable", message="device unreachable")
+    status, changes = failure_changes(running, now, error, timed_out=False)
+    retrying = repos[1].transition(running, status, **changes)
+    assert retrying.status is RunStatus.RETRYING and repos[1].get(running.run_id).cancel_requested
+    return str(running.run_id)
+
+
+def test_retry_of_a_run_whose_cancel_was_requested_cancels_it_without_running_the_job(
+    repos: Any, runner: RunnerService, cancel_then: list[int]
+) -> None:
+    # Given a retrying run whose cancel was requested during its failed first attempt
+    run_id = _retrying_with_cancel_requested(repos)
+
+    # When its retry schedule fires (twice: at-least-once delivery)
+    result = invoke(runner, {"kind": "retry", "run_id": run_id, "attempt": 2})
+    again = invoke(runner, {"kind": "retry", "run_id": run_id, "attempt": 2})
+
+    # Then the run is canceled, the job body never ran, and the run left the active index
+    run = repos[1].get(run_id)
+    assert (result["status"], run.status, cancel_then) == ("canceled", RunStatus.CANCELED, [])
+    assert "cancel requested during attempt 1" in result["message"]
+    assert again["duplicate"] is True
+    assert run.attempt == 1 and run.lease_until is None and run.next_attempt_at is None
+    assert run.finished_at is not None and repos[1].list_active() == []
 
 
 # ---- bad input ---------------------------------------------------------------------------

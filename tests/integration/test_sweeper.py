@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from job_runner.service import RunnerService
 from jobtracker_common.lifecycle import DELIVERY_WINDOW, LEASE_MARGIN, failure_changes, success_changes
 from jobtracker_common.models import ErrorInfo, Job, Run, RunStatus, Trigger
@@ -105,6 +106,34 @@ def test_queued_and_retrying_runs_past_their_lease_time_out(aws: Any) -> None:
     assert "last error: device unreachable" in stuck.error.message
     # ... and no longer claims to know that the schedule did not fire
     assert "did not fire" not in stuck.error.message
+
+
+@pytest.mark.parametrize("status", [RunStatus.RUNNING, RunStatus.RETRYING])
+def test_expired_run_whose_cancel_was_requested_is_canceled_not_retried(aws: Any, status: RunStatus) -> None:
+    # Given a run with attempts left whose owner asked it to stop, and then its runner died (or,
+    # once retrying, its retry never came)
+    runs = RunsRepository(aws, "RunsTable")
+    running = add_run(
+        runs, "R-CANCEL", RunStatus.RUNNING, NOW - timedelta(seconds=1), retry={"max_attempts": 3}
+    )
+    runs.request_cancel("R-CANCEL")
+    if status is RunStatus.RETRYING:
+        runs.transition(
+            running,
+            status,
+            next_attempt_at=NOW - timedelta(minutes=5),
+            lease_until=NOW - timedelta(seconds=1),
+        )
+
+    # When the sweeper runs
+    report = Sweeper(runs, clock=lambda: NOW).sweep()
+
+    # Then the run is canceled: no retry (which would run the job again), nothing left active
+    run = runs.get("R-CANCEL")
+    assert report.canceled == ["R-CANCEL"] and report.retrying == report.timed_out == []
+    assert run.status is RunStatus.CANCELED and run.finished_at == NOW
+    assert run.next_attempt_at is None and run.lease_until is None
+    assert runs.list_active() == []
 
 
 def test_pending_retry_is_left_alone_while_aws_may_still_deliver_it(aws: Any) -> None:

@@ -17,10 +17,12 @@ from jobtracker_common.repositories import JobsRepository, RunsRepository
 from jobtracker_common.repositories.stats import StatsRepository
 from jobtracker_common.statistics import StatsDelta
 from jobtracker_common.statistics_query import StatisticsQuery, query_statistics
+from notifier.events import parse_record
 from pydantic import BaseModel
 
 from tests.conftest import FakeLambdaContext
 from tests.support.moto_transactions import fast_transactions
+from tests.support.streams import StreamTail
 from tests.support.tracker import (
     SCHEDULE_GROUP,
     TrackerFeed,
@@ -242,3 +244,94 @@ def test_failure_record_replayed_after_its_retry_ran_never_runs_the_attempt_twic
         StatsRepository(aws, "StatsTable"), StatisticsQuery(time_period="day"), now=clock.now
     )
     assert (stats.totals.retries, stats.totals.by_status["completed"]) == (1, 1)
+
+
+class CancelThenParams(BaseModel):
+    #: True: the cancel lands only after the runner recorded `retrying` (a request the runner's
+    #: last read missed); False: while the attempt still runs.
+    after_retrying: bool = False
+
+
+@pytest.fixture
+def cancel_then_fail(aws: Any) -> Iterator[list[int]]:
+    """Attempt 1 is cancelled by its owner and then fails before a checkpoint; later attempts
+    would succeed. Records the attempt of every body run."""
+    attempts: list[int] = []
+    runs = RunsRepository(aws, "RunsTable")
+
+    def body(params: CancelThenParams, ctx: Any) -> dict[str, Any]:
+        attempts.append(ctx.run.attempt)
+        if ctx.run.attempt > 1:
+            return {"message": "backed up"}
+        if not params.after_retrying:
+            runs.request_cancel(ctx.run.run_id)
+        raise jobtypes.JobFailure("device unreachable", error_type="Unreachable")
+
+    jobtypes.register(jobtypes.JobType("cancel_then_fail", CancelThenParams, body))
+    yield attempts
+    jobtypes._REGISTRY.pop("cancel_then_fail", None)
+
+
+class CancelAfterReading(RunsRepository):
+    """The owner's cancel lands between the runner's read of the request and its `retrying` write."""
+
+    def is_cancel_requested(self, run_id: str, *, consistent: bool = False) -> bool:
+        answer = super().is_cancel_requested(run_id, consistent=consistent)
+        self.request_cancel(run_id)
+        return answer
+
+
+def notified(tail: StreamTail) -> list[tuple[str, int]]:
+    """The (event, attempt) of every run change the notifier would tell someone about."""
+    return [(e.event.value, e.run.attempt) for r in tail.read() if (e := parse_record(r)) is not None]
+
+
+@pytest.mark.parametrize("after_retrying", [False, True])
+def test_cancel_during_a_failing_attempt_ends_the_run_canceled_counted_once(
+    aws: Any, clock: Clock, cancel_then_fail: list[int], monkeypatch: pytest.MonkeyPatch, after_retrying: bool
+) -> None:
+    # Given a job with attempts left whose owner cancels attempt 1, which then fails before a
+    # checkpoint; the cancel lands while it runs, or only after `retrying` was written
+    fast_transactions(monkeypatch)
+    repository = CancelAfterReading if after_retrying else RunsRepository
+    runner = RunnerService(
+        JobsRepository(aws, "JobsTable"), repository(aws, "RunsTable"), clock=clock, safety_margin_ms=500
+    )
+    JobsRepository(aws, "JobsTable").create(
+        Job(
+            job_id=JOB_ID,
+            owner_id="alice",
+            name="backup",
+            job_type="cancel_then_fail",
+            params={"after_retrying": after_retrying},
+            retry=RetryPolicy(max_attempts=3, backoff_seconds=30, jitter=False),
+            created_at=T0,
+            updated_at=T0,
+        )
+    )
+    feed, tracker, tail = TrackerFeed(), make_tracker(aws, clock=clock), StreamTail("RunsTable")
+
+    # When the attempt ends, the tracker follows the stream and any retry schedule fires
+    first = invoke(runner, {"kind": "manual", "job_id": JOB_ID, "client_request_id": "req-c"})
+    assert deliver(tracker, feed.read()) == {"batchItemFailures": []}
+    fired = [fire(schedule, clock, runner) for schedule in retry_schedules()]
+    if records := feed.read():
+        assert deliver(tracker, records) == {"batchItemFailures": []}
+
+    # Then the job body ran once and the run ended canceled, not completed
+    run = RunsRepository(aws, "RunsTable").get(first["run_id"])
+    assert (run.status, run.attempt, cancel_then_fail) == (RunStatus.CANCELED, 1, [1])
+    assert [r["status"] for r in [first, *fired]] == (
+        ["retrying", "canceled"] if after_retrying else ["canceled"]
+    )
+    # ... statistics count one canceled run (and the retry only when one was scheduled)
+    stats = query_statistics(
+        StatsRepository(aws, "StatsTable"), StatisticsQuery(time_period="day"), now=clock.now
+    )
+    assert stats.totals.by_status == {"completed": 0, "failed": 0, "timed_out": 0, "canceled": 1}
+    assert stats.totals.retries == (1 if after_retrying else 0)
+    # ... and the owner is told what any cancel tells (a cancel is not an email event): the
+    # retry announcement only if one was really scheduled, and never a completion
+    assert notified(tail) == ([("retrying", 1)] if after_retrying else [])
+    job = JobsRepository(aws, "JobsTable").get(JOB_ID)
+    assert (job.last_run_id, job.last_run_status) == (run.run_id, RunStatus.CANCELED)

@@ -12,7 +12,13 @@ from typing import Any
 from jobtracker_common import jobtypes
 from jobtracker_common.errors import ConflictError, DuplicateError, NotFoundError, ValidationError
 from jobtracker_common.ids import deterministic_id, new_id
-from jobtracker_common.lifecycle import failure_changes, new_run, running_lease, success_changes
+from jobtracker_common.lifecycle import (
+    cancel_changes,
+    failure_changes,
+    new_run,
+    running_lease,
+    success_changes,
+)
 from jobtracker_common.models import ErrorInfo, Job, LogEntry, LogLevel, Run, RunStatus, Trigger
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories import JobsRepository, RunsRepository
@@ -219,6 +225,8 @@ class RunnerService:
                 f"retry {inv.attempt} is stale",
                 existing_id=run.run_id,
             )
+        if run.cancel_requested:
+            return self._cancel_retry(run, inv.attempt, now)
         job = self._job_or_fail(run, now)
         if job is None:
             return RunnerResult(
@@ -241,6 +249,22 @@ class RunnerService:
         except ConflictError as exc:
             raise DuplicateError(str(exc), existing_id=run.run_id) from exc
         return claimed, job
+
+    def _cancel_retry(self, run: Run, attempt: int, now: datetime) -> RunnerResult:
+        """A cancel requested while an earlier attempt ran, which then failed before the runner
+        saw the request (or whose runner died): the run ends `canceled`, the job is not run again.
+        The request is read consistently here, so no cancel can slip past the retry."""
+        try:
+            canceled = self._runs.transition(run, RunStatus.CANCELED, **cancel_changes(run, now))
+        except ConflictError as exc:
+            raise DuplicateError(str(exc), existing_id=run.run_id) from exc
+        logger.info("retry not started: cancel requested", extra={"run_id": run.run_id, "attempt": attempt})
+        return RunnerResult(
+            ok=False,
+            run_id=canceled.run_id,
+            status=canceled.status.value,
+            message=f"retry {attempt} not started: cancel requested during attempt {run.attempt}",
+        )
 
     def _job_or_fail(self, run: Run, now: datetime) -> Job | None:
         """The run's job, or None after failing the run because its job was deleted."""
@@ -344,6 +368,11 @@ class RunnerService:
         return self._finish(ctx, status, {**changes, "result": measured})
 
     def _finish(self, ctx: RunContext, status: RunStatus, changes: dict[str, Any]) -> RunnerResult:
+        if status is RunStatus.RETRYING and self._cancel_requested(ctx):
+            # The owner asked the run to stop and this attempt ended (failed, timed out) before a
+            # checkpoint saw it: retrying would run the job again and could end `completed`.
+            ctx.log("cancel requested: no retry", level=LogLevel.WARNING, category="runner")
+            status, changes = RunStatus.CANCELED, {**changes, "lease_until": None, "next_attempt_at": None}
         if status is RunStatus.RETRYING:
             ctx.log(
                 f"retry {ctx.run.attempt + 1} scheduled for {changes['next_attempt_at'].isoformat()}",
@@ -387,3 +416,17 @@ class RunnerService:
             status=final.status.value,
             error=final.error.model_dump() if final.error else None,
         )
+
+    def _cancel_requested(self, ctx: RunContext) -> bool:
+        """Whether a cancel was requested, read consistently before a retry is recorded."""
+        if ctx.cancel_seen:
+            return True
+        try:
+            return self._runs.is_cancel_requested(ctx.run.run_id, consistent=True)
+        except Exception:
+            # The retry's claim reads the request again (consistently) and cancels the run
+            # there, so an unreadable request now only costs a retry schedule, not the cancel.
+            logger.warning(
+                "cancel request not readable; retry recorded", exc_info=True, extra={"run_id": ctx.run.run_id}
+            )
+            return False

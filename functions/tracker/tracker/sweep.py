@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobtracker_common.errors import ConflictError
-from jobtracker_common.lifecycle import failure_changes
+from jobtracker_common.lifecycle import cancel_changes, failure_changes
 from jobtracker_common.models import ErrorInfo, Run, RunStatus
 from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.repositories import RunsRepository
@@ -28,6 +28,8 @@ class SweepReport:
     expired: int = 0
     timed_out: list[str] = field(default_factory=list)
     retrying: list[str] = field(default_factory=list)
+    #: Runs whose cancel was requested before their runner was lost.
+    canceled: list[str] = field(default_factory=list)
     #: Runs that moved on (finished, claimed) between the query and the update: left alone.
     left_alone: list[str] = field(default_factory=list)
 
@@ -39,6 +41,10 @@ def expiry_changes(run: Run, now: datetime) -> tuple[RunStatus, dict[str, Any]]:
     """What an expired lease turns a run into, with an error message that says why."""
     assert run.lease_until is not None
     expired = f"lease expired at {to_iso(run.lease_until)}"
+    if run.cancel_requested:
+        # The owner asked for the run to stop: a lost attempt (or a retry that never started)
+        # must not become a retry that runs the job again.
+        return RunStatus.CANCELED, cancel_changes(run, now)
     if run.status is RunStatus.RUNNING:
         error = ErrorInfo(
             type=LEASE_EXPIRED,
@@ -89,7 +95,9 @@ class Sweeper:
                 report.left_alone.append(run.run_id)
                 logger.info("run moved on before the sweeper; left alone", extra={"reason": str(exc)})
                 continue
-            (report.retrying if status is RunStatus.RETRYING else report.timed_out).append(run.run_id)
+            {RunStatus.RETRYING: report.retrying, RunStatus.CANCELED: report.canceled}.get(
+                status, report.timed_out
+            ).append(run.run_id)
             logger.warning(
                 "lease expired",
                 extra={

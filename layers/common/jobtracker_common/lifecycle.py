@@ -86,6 +86,13 @@ def failure_changes(
     return final, {**finished, "error": error, "lease_until": None, "next_attempt_at": None}
 
 
+def cancel_changes(run: Run, now: datetime) -> dict[str, Any]:
+    """What a requested cancel writes when the runner or the sweeper honours it (`canceled`,
+    never retried). A running attempt ends now; a pending retry keeps its last attempt's duration."""
+    ended = _finish_fields(run, now) if run.status is RunStatus.RUNNING else {"finished_at": now}
+    return {**ended, "lease_until": None, "next_attempt_at": None}
+
+
 def success_changes(run: Run, now: datetime, result: dict[str, Any]) -> dict[str, Any]:
     return {
         **_finish_fields(run, now),

@@ -259,9 +259,14 @@ class RunsRepository:
             raise NotFoundError(f"run {run_id} not found")
         return self.from_item(response["Item"])
 
-    def is_cancel_requested(self, run_id: str) -> bool:
+    def is_cancel_requested(self, run_id: str, *, consistent: bool = False) -> bool:
+        """Polled by a running job (eventually consistent is enough there); `consistent` when
+        a decision that would otherwise lose a just-made request depends on it."""
         response = self._client.get_item(
-            TableName=self._table, Key=run_key(run_id), ProjectionExpression="cancel_requested"
+            TableName=self._table,
+            Key=run_key(run_id),
+            ProjectionExpression="cancel_requested",
+            ConsistentRead=consistent,
         )
         return bool(response.get("Item", {}).get("cancel_requested", {}).get("BOOL", False))
 
