@@ -40,3 +40,25 @@ def test_at_outside_the_utc_range_is_422_and_leaves_nothing_behind(
     assert api.scheduler.list_schedules(GroupName=GROUP)["Schedules"] == []
     listing = api.call("GET /jobs")
     assert listing.status == 200, listing.body
+
+
+def test_a_job_stored_before_the_check_stays_readable_listable_and_deletable(api: ApiHarness) -> None:
+    # Given a job the old rules let through: stored with an at() that is year 10000 in UTC
+    created = api.call(
+        "POST /jobs", body={"name": "x", "job_type": "demo", "schedule": "at(2030-01-01T00:00:00)"}
+    )
+    assert created.status == 201, created.body
+    job_id = created.body["job_id"]
+    api.ddb.update_item(
+        TableName="JobsTable",
+        Key={"job_id": {"S": job_id}},
+        UpdateExpression="SET #s = :s, #tz = :tz",
+        ExpressionAttributeNames={"#s": "schedule", "#tz": "timezone"},
+        ExpressionAttributeValues={":s": {"S": "at(9999-12-31T23:00:00)"}, ":tz": {"S": "Etc/GMT+12"}},
+    )
+    # Then it reads with no upcoming fire times, in the listing too, and can be deleted
+    one = api.call("GET /jobs/{job_id}", path_params={"job_id": job_id})
+    assert (one.status, one.body["next_fire_times"]) == (200, [])
+    listing = api.call("GET /jobs")
+    assert listing.status == 200 and [j["job_id"] for j in listing.body["items"]] == [job_id]
+    assert api.call("DELETE /jobs/{job_id}", path_params={"job_id": job_id}).status == 204

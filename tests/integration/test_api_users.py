@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support.http import ALL_SCOPES, api_harness
@@ -146,3 +148,41 @@ def test_admin_asking_for_unknown_user_gets_404(api):
         path_params={"user_id": "nobody"},
     )
     assert response.status == 404
+
+
+def test_preferences_stored_under_older_rules_read_as_defaults_not_as_an_error(aws: Any) -> None:
+    # Given a user whose stored quiet hours the old API let through ("22:00\n": always quiet)
+    from jobtracker_common.repositories.users import UsersRepository
+
+    aws.put_item(
+        TableName="UsersTable",
+        Item={
+            "user_id": {"S": "old-user"},
+            "email": {"S": "old@example.com"},
+            "created_at": {"S": "2026-01-01T00:00:00.000Z"},
+            "version": {"N": "3"},
+            "preferences": {
+                "M": {
+                    "email_on_job_failure": {"BOOL": False},
+                    "quiet_hours": {
+                        "M": {"start": {"S": "22:00"}, "end": {"S": "22:00\n"}, "timezone": {"S": "UTC"}}
+                    },
+                }
+            },
+        },
+    )
+    users = UsersRepository(aws, "UsersTable")
+    # When it is read, alone or in a recipients batch, Then it reads, without the broken field
+    for user in (users.get("old-user"), users.get_many(["old-user"])["old-user"]):
+        assert user.email == "old@example.com"
+        assert user.preferences.quiet_hours is None
+        assert user.preferences.email_on_job_failure is False  # the valid fields are kept
+
+
+def test_a_user_item_broken_outside_its_preferences_is_still_an_error(aws: Any) -> None:
+    from jobtracker_common.repositories.users import UsersRepository
+    from pydantic import ValidationError
+
+    aws.put_item(TableName="UsersTable", Item={"user_id": {"S": "no-created-at"}, "preferences": {"M": {}}})
+    with pytest.raises(ValidationError):
+        UsersRepository(aws, "UsersTable").get("no-created-at")

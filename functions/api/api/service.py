@@ -118,7 +118,15 @@ class JobsService:
     def next_fire_times(self, job: Job, count: int = 3) -> list[datetime]:
         if not job.schedule or not job.enabled:
             return []
-        expression = parse_schedule(job.schedule, job.timezone)
+        try:
+            expression = parse_schedule(job.schedule, job.timezone)
+        except ValidationError as exc:
+            # Stored under older rules (e.g. an at() outside years 1-9999 in UTC): the job must
+            # stay readable, listable and deletable; it just shows no upcoming fire times.
+            logger.warning(
+                "stored schedule no longer parses", extra={"job_id": job.job_id, "error": exc.message}
+            )
+            return []
         # Scheduler counts rate() from when the schedule was created.
         return expression.next_fire_times(self.clock(), count, anchor=job.created_at)
 

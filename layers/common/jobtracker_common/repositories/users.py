@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError as PydanticValidationError
 
 from jobtracker_common.dynamo import from_item, is_conditional_failure, serialize, to_item
 from jobtracker_common.errors import ConflictError, NotFoundError, TransientError
+from jobtracker_common.observability import logger as make_logger
 from jobtracker_common.timeutil import Clock, to_iso, utcnow
 from jobtracker_common.users import NotificationPreferences, PreferencesPatch, User
 
@@ -37,7 +39,23 @@ class UsersRepository:
     def from_item(item: dict[str, Any]) -> User:
         data = from_item(item)
         data.pop("version", None)  # optimistic-lock counter, not part of the model
-        return User.model_validate(data)
+        try:
+            return User.model_validate(data)
+        except PydanticValidationError as exc:
+            preferences = data.get("preferences")
+            broken = {e["loc"][1] for e in exc.errors() if len(e["loc"]) > 1 and e["loc"][0] == "preferences"}
+            if not isinstance(preferences, dict) or len(broken) != exc.error_count():
+                raise
+            # Preferences stored under looser, older rules (e.g. quiet hours "22:00\n") must not
+            # make the user unreadable: the notifier reads a run's recipients in one batch, so
+            # one such user would fail everyone's email. Those fields read as their defaults
+            # until the user saves them again; logged, so an operator can repair them.
+            make_logger("users").warning(
+                "stored preferences no longer valid; read as defaults",
+                extra={"user_id": data.get("user_id"), "fields": sorted(map(str, broken))},
+            )
+            repaired = {k: v for k, v in preferences.items() if k not in broken}
+            return User.model_validate({**data, "preferences": repaired})
 
     def find(self, user_id: str) -> User | None:
         response = self._client.get_item(
