@@ -77,14 +77,21 @@ def runner(aws: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> RunnerSer
     )
 
 
-def add_job(aws: Any, failures: int, policy: RetryPolicy) -> Job:
+def add_job(
+    aws: Any,
+    failures: int,
+    policy: RetryPolicy,
+    *,
+    job_type: str = "flaky",
+    params: dict[str, Any] | None = None,
+) -> Job:
     return JobsRepository(aws, "JobsTable").create(
         Job(
             job_id=JOB_ID,
             owner_id="alice",
             name="flaky backup",
-            job_type="flaky",
-            params={"failures": failures},
+            job_type=job_type,
+            params={"failures": failures} if params is None else params,
             retry=policy,
             created_at=T0,
             updated_at=T0,
@@ -297,17 +304,12 @@ def test_cancel_during_a_failing_attempt_ends_the_run_canceled_counted_once(
     runner = RunnerService(
         JobsRepository(aws, "JobsTable"), repository(aws, "RunsTable"), clock=clock, safety_margin_ms=500
     )
-    JobsRepository(aws, "JobsTable").create(
-        Job(
-            job_id=JOB_ID,
-            owner_id="alice",
-            name="backup",
-            job_type="cancel_then_fail",
-            params={"after_retrying": after_retrying},
-            retry=RetryPolicy(max_attempts=3, backoff_seconds=30, jitter=False),
-            created_at=T0,
-            updated_at=T0,
-        )
+    add_job(
+        aws,
+        0,
+        RetryPolicy(max_attempts=3, backoff_seconds=30, jitter=False),
+        job_type="cancel_then_fail",
+        params={"after_retrying": after_retrying},
     )
     feed, tracker, tail = TrackerFeed(), make_tracker(aws, clock=clock), StreamTail("RunsTable")
 
