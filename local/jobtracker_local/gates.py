@@ -8,9 +8,9 @@
   errors and zero warnings.
 - policy: our own rules, for what neither linter catches: stream consumers that can lose or
   endlessly retry records, async functions without an on-failure destination, wildcard IAM on
-  data, SES identity management, unencrypted queues, tables without PITR/SSE/Retain, user pools
-  without Retain, functions without a retained log group or an errors alarm, queues without a
-  depth alarm.
+  data, SES identity management, unencrypted queues, tables without PITR/SSE, tables and user
+  pools not kept by `sam delete` and replacement (RetainExceptOnCreate or Retain), functions
+  without a retained log group or an errors alarm, queues without a depth alarm.
 - checkov: no failed check; skips live in .checkov.yaml, each with its reason.
 - sam-build: `sam build` (arm64, no container) into a temporary directory; then no native library
   for another CPU, every module with unchecked-hash bytecode of its own source for the runtime's
@@ -61,6 +61,10 @@ SES_SEND_ACTIONS = {
     "ses:sendbulkemail",
     "ses:sendbulktemplatedemail",
 }
+#: DeletionPolicy values that keep a resource when its stack is deleted. RetainExceptOnCreate
+#: also deletes it when the deploy that created it rolls back (it holds nothing yet), so a
+#: failed first deploy leaves no orphans that block the retry.
+RETAINING_DELETION_POLICIES = {"RetainExceptOnCreate", "Retain"}
 #: AWS managed policies SAM attaches itself (basic logging, X-Ray writes, stream polling).
 ALLOWED_MANAGED_POLICIES = {
     "AWSLambdaBasicExecutionRole",
@@ -408,14 +412,18 @@ def _tables(doc: dict[str, Any], _: dict[str, Any]) -> Iterator[Finding]:
             yield _find("table-pitr", name, "needs PointInTimeRecoverySpecification enabled")
         if not (props.get("SSESpecification") or {}).get("SSEEnabled"):
             yield _find("table-sse", name, "needs SSESpecification.SSEEnabled")
-        for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
-            if table.get(attribute) != "Retain":
-                yield _find("table-retain", name, f"needs {attribute}: Retain (it holds data)")
+        yield from _retained("table-retain", name, table, "it holds data")
     # A user pool holds every user and password: `sam delete` or a replacement must keep it.
     for name, pool in _of_type(doc, "AWS::Cognito::UserPool").items():
-        for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
-            if pool.get(attribute) != "Retain":
-                yield _find("user-pool-retain", name, f"needs {attribute}: Retain (it holds every user)")
+        yield from _retained("user-pool-retain", name, pool, "it holds every user")
+
+
+def _retained(rule: str, name: str, resource: dict[str, Any], why: str) -> Iterator[Finding]:
+    """Kept by `sam delete` (DeletionPolicy) and by a replacement (UpdateReplacePolicy)."""
+    if resource.get("DeletionPolicy") not in RETAINING_DELETION_POLICIES:
+        yield _find(rule, name, f"needs DeletionPolicy: RetainExceptOnCreate or Retain ({why})")
+    if resource.get("UpdateReplacePolicy") != "Retain":
+        yield _find(rule, name, f"needs UpdateReplacePolicy: Retain ({why})")
 
 
 def _logs(doc: dict[str, Any], _: dict[str, Any]) -> Iterator[Finding]:

@@ -196,3 +196,77 @@ def test_the_lambda_build_refuses_bytecode_for_another_python(tmp_path: Path) ->
     with pytest.raises(RuntimeError, match=r"is not cpython-399: set LAMBDA_PYTHON to a Python 3\.11"):
         build_code(ROOT / "functions/tracker", tmp_path, "/var/task", "LAMBDA_CACHE_TAG=cpython-399")
     assert not list(tmp_path.rglob("*.pyc"))
+
+
+def rule_value(expr: Any, params: dict[str, str]) -> Any:
+    """A Rules expression (the rule functions this template uses) under parameter values."""
+    if not isinstance(expr, dict):
+        return expr
+    ((key, arg),) = expr.items()
+    if key == "Ref":
+        return params[arg]
+    if key == "Fn::Equals":
+        left, right = (rule_value(a, params) for a in arg)
+        return str(left) == str(right)
+    if key == "Fn::Not":
+        return not rule_value(arg[0], params)
+    if key == "Fn::And":
+        return all(rule_value(a, params) for a in arg)
+    if key == "Fn::Or":
+        return any(rule_value(a, params) for a in arg)
+    raise NotImplementedError(f"rule function {key}: teach this test to evaluate it")
+
+
+def failed_rules(template_doc: dict[str, Any], given: dict[str, str]) -> list[str]:
+    """Names of the template's rules CloudFormation would refuse these parameters with."""
+    params = {k: str(v.get("Default", "")) for k, v in template_doc["Parameters"].items()} | given
+    failed = []
+    for name, rule in template_doc.get("Rules", {}).items():
+        if "RuleCondition" in rule and not rule_value(rule["RuleCondition"], params):
+            continue
+        if not all(rule_value(a["Assert"], params) for a in rule["Assertions"]):
+            failed.append(name)
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("issuer", "audience", "refused"),
+    [
+        ("", "", False),  # Cognito: the audience is the stack's own app clients
+        ("https://issuer.example.com/", "api://jobtracker", False),
+        ("https://issuer.example.com/", "", True),
+    ],
+)
+def test_an_external_issuer_is_refused_without_an_audience(
+    issuer: str, audience: str, refused: bool, template_doc: dict[str, Any]
+) -> None:
+    # An issuer without an audience would make the authorizer expect aud [""]: every route 401.
+    assert template_doc["Parameters"]["JwtAudience"]["Type"] == "String"
+    given = {"JwtIssuer": issuer, "JwtAudience": audience}
+    assert failed_rules(template_doc, given) == (["ExternalIssuerNeedsAudience"] if refused else [])
+
+
+@pytest.mark.parametrize("env", ["default", "dev", "prod"])
+def test_each_environment_passes_the_templates_rules(
+    env: str, samconfig: dict[str, Any], template_doc: dict[str, Any]
+) -> None:
+    given = overrides(samconfig[env]["deploy"]["parameters"]["parameter_overrides"])
+    assert failed_rules(template_doc, given) == []
+
+
+def test_the_local_stacks_parameters_pass_the_templates_rules(template_doc: dict[str, Any]) -> None:
+    from jobtracker_local.resources import local_parameters
+
+    assert failed_rules(template_doc, local_parameters()) == []
+
+
+def test_one_bound_on_active_index_shards(template_doc: dict[str, Any]) -> None:
+    # The sweeper reads every shard up to MAX_ACTIVE_SHARDS (runs stay in the shard they were
+    # created in, also after the count is lowered): the parameter and the setting must not allow more.
+    from jobtracker_common.repositories.runs import MAX_ACTIVE_SHARDS
+    from jobtracker_common.settings import RunsTableSettings
+
+    parameter = template_doc["Parameters"]["ActiveIndexShards"]
+    assert int(parameter["MaxValue"]) == MAX_ACTIVE_SHARDS
+    field = RunsTableSettings.model_fields["active_index_shards"]
+    assert [m.le for m in field.metadata if hasattr(m, "le")] == [MAX_ACTIVE_SHARDS]

@@ -84,19 +84,22 @@ def test_provisioning_creates_exactly_the_templates_resources(
     )
     groups = {g["Name"] for g in aws_client("scheduler", endpoint).list_schedule_groups()["ScheduleGroups"]}
     assert {provisioned.refs[g] for g in of_type(template_doc, "AWS::Scheduler::ScheduleGroup")} <= groups
-    # And the schedules are exactly the template's ScheduleV2 events, with their expressions and targets
+    # And the schedules are exactly the template's ScheduleV2 events, under the names they set
+    # (SAM's default, <Function><Event> in the account's `default` group, would collide with a
+    # second stack in the account), with their expressions and targets
     schedules = aws_client("scheduler", endpoint)
     expected = {
-        f"{fn}{event_id}": (fn, event["Properties"])
+        provisioned.resolve(event["Properties"]["Name"]): (fn, event["Properties"])
         for fn, res in of_type(template_doc, "AWS::Serverless::Function").items()
         for event_id, event in res["Properties"].get("Events", {}).items()
         if event["Type"] == "ScheduleV2"
     }
     assert expected
+    assert all(name.startswith(f"{provisioned.stack_name}-") for name in expected)
     created = {s["Name"] for s in schedules.list_schedules()["Schedules"]}
     assert created == set(expected)
     for name, (fn, props) in expected.items():
-        schedule = schedules.get_schedule(Name=name, GroupName="default")
+        schedule = schedules.get_schedule(Name=name, GroupName=props.get("GroupName", "default"))
         assert schedule["ScheduleExpression"] == props["ScheduleExpression"]
         assert schedule["Target"]["Arn"] == provisioned.attrs[f"{fn}.Arn"]
         assert (

@@ -141,6 +141,14 @@ CASES: dict[str, tuple[Callable[[Doc], None], str]] = {
         lambda d: d["Resources"]["JobsTable"].update(DeletionPolicy="Delete"),
         "table-retain",
     ),
+    "table replaced without keeping the old one": (
+        lambda d: d["Resources"]["RunsTable"].update(UpdateReplacePolicy="Delete"),
+        "table-retain",
+    ),
+    "table without a deletion policy": (
+        lambda d: d["Resources"]["StatsTable"].pop("DeletionPolicy"),
+        "table-retain",
+    ),
     "user pool deleted with the stack": (
         lambda d: d["Resources"]["UserPool"].pop("DeletionPolicy"),
         "user-pool-retain",
@@ -210,6 +218,23 @@ def test_policy_gate_fails_on_a_broken_template(case: str, broken_template: Call
     found = rules(path)
     # Then the rule for that breakage fires
     assert rule in found, f"{case}: expected {rule}, got {sorted(found)}"
+
+
+@pytest.mark.parametrize("policy", ["RetainExceptOnCreate", "Retain"])
+def test_tables_and_the_user_pool_may_be_kept_with_either_retaining_policy(
+    policy: str, broken_template: Callable[..., Path]
+) -> None:
+    # Given every table and the user pool with this DeletionPolicy (RetainExceptOnCreate also
+    # deletes them when the deploy that created them rolls back; both keep them on `sam delete`)
+    def retain(doc: Doc) -> None:
+        for resource in doc["Resources"].values():
+            if resource["Type"] in {"AWS::DynamoDB::Table", "AWS::Cognito::UserPool"}:
+                resource["DeletionPolicy"] = policy
+
+    # When the policy gate runs
+    found = rules(broken_template(retain))
+    # Then neither retain rule fires
+    assert not found & {"table-retain", "user-pool-retain"}, sorted(found)
 
 
 def test_gate_command_exits_non_zero_on_a_broken_template(

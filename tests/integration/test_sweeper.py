@@ -10,6 +10,7 @@ from job_runner.service import RunnerService
 from jobtracker_common.lifecycle import DELIVERY_WINDOW, LEASE_MARGIN, failure_changes, success_changes
 from jobtracker_common.models import ErrorInfo, Job, Run, RunStatus, Trigger
 from jobtracker_common.repositories import JobsRepository, RunsRepository
+from jobtracker_common.repositories.runs import active_shard, run_key
 from jobtracker_common.schedules import ScheduleService
 from tracker import sweeper
 from tracker.sweep import Sweeper
@@ -209,8 +210,8 @@ def _retrying(runs: RunsRepository, run: Run, now: datetime, error: ErrorInfo) -
 class CompletingRuns(RunsRepository):
     """The race: the runner finishes each run right after the sweeper's query returned it."""
 
-    def list_active(self, *, lease_before: datetime | None = None) -> list[Run]:
-        found = super().list_active(lease_before=lease_before)
+    def list_active(self, *, lease_before: datetime | None = None, every_shard: bool = False) -> list[Run]:
+        found = super().list_active(lease_before=lease_before, every_shard=every_shard)
         for run in found:
             super().transition(run, RunStatus.COMPLETED, **success_changes(run, NOW, {"message": "late"}))
         return found
@@ -230,6 +231,39 @@ def test_run_completing_between_query_and_update_keeps_completed(aws: Any) -> No
     run = RunsRepository(aws, "RunsTable").get("R-LATE")
     assert run.status is RunStatus.COMPLETED
     assert run.result == {"message": "late"}
+
+
+def test_run_stranded_in_a_shard_above_a_lowered_count_is_still_swept(aws: Any) -> None:
+    # Given a run created while ActiveIndexShards was 8, in shard 6, and another one there whose
+    # lease is still valid (a run keeps its shard until it ends: transitions never move it)
+    created_under_8 = RunsRepository(aws, "RunsTable", active_shards=8)
+    assert active_shard("R-STRANDED-0", 8) == "ACTIVE#6"
+    assert active_shard("R-STRANDED-12", 8) == "ACTIVE#6"
+    add_run(
+        created_under_8,
+        "R-STRANDED-0",
+        RunStatus.RUNNING,
+        NOW - timedelta(minutes=1),
+        retry={"max_attempts": 1},
+    )
+    add_run(created_under_8, "R-STRANDED-12", RunStatus.RUNNING, NOW + timedelta(minutes=5))
+    # And the count since lowered to 4: the API's active view no longer reads shard 6
+    runs = RunsRepository(aws, "RunsTable", active_shards=4)
+    assert runs.list_active() == []
+
+    # When the sweeper, configured with 4 shards, runs
+    report = Sweeper(runs, clock=lambda: NOW).sweep()
+
+    # Then it still finds the run whose lease expired and ends it, off the active index
+    assert report.timed_out == ["R-STRANDED-0"]
+    lost = runs.get("R-STRANDED-0")
+    assert lost.status is RunStatus.TIMED_OUT
+    assert lost.error is not None and lost.error.type == "LeaseExpired"
+    item = aws.get_item(TableName="RunsTable", Key=run_key("R-STRANDED-0"))["Item"]
+    assert "active_pk" not in item and "active_sk" not in item
+    # And leaves the live one alone, still in its shard
+    assert [r.run_id for r in runs.list_active(every_shard=True)] == ["R-STRANDED-12"]
+    assert runs.get("R-STRANDED-12").status is RunStatus.RUNNING
 
 
 def test_handler_sweeps_with_settings_from_the_environment(aws: Any) -> None:

@@ -1,8 +1,11 @@
 """The lease sweeper: ends runs whose runner stopped reporting (crash, OOM, hard kill).
 
 Runs whose lease expired are found through the sparse `active` index (a range query per shard,
-never a Scan). Each is moved with a conditional transition on the status and version it was
-read with, so a run that finished between the query and the update keeps its real outcome.
+never a Scan), in every shard the ActiveIndexShards parameter allows, not only the configured
+ones: a run stays in the shard it was created in, so after the count was lowered a run whose
+runner died may sit in a shard the API no longer reads, and only the sweeper ends it. Each is
+moved with a conditional transition on the status and version it was read with, so a run that
+finished between the query and the update keeps its real outcome.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         now = self._clock()
         report = SweepReport()
-        for run in self._runs.list_active(lease_before=now):
+        for run in self._runs.list_active(lease_before=now, every_shard=True):
             # The index is eventually consistent; the conditional write below is the arbiter.
             if run.lease_until is None or run.lease_until >= now or not run.status.is_active:
                 continue

@@ -7,7 +7,10 @@ Item layout (pk / sk):
 
 Only active runs carry `active_pk`/`active_sk`, so the `active` index is sparse; `active_pk`
 is sharded because a constant key would make one hot partition. `active_sk` starts with the
-lease expiry, so "leases expired before T" is a range query, not a filter.
+lease expiry, so "leases expired before T" is a range query, not a filter. A run keeps the shard
+it was created in until it ends (transitions never move it), so after the shard count is lowered
+runs can sit in shards at or above the new count: the sweeper reads every shard there can be
+(`MAX_ACTIVE_SHARDS`), the API's active view only the configured ones.
 
 Every conditional write of a run (create, transition) also sets `write_id`, fresh per write.
 When DynamoDB applied a write but its answer was lost (5xx, dropped connection), botocore
@@ -49,6 +52,9 @@ JOB_INDEX = "by-job"
 DAY_INDEX = "by-day"
 ACTIVE_INDEX = "active"
 META = "META"
+#: Most shards the active index can have: the bound of the ActiveIndexShards parameter (and of
+#: the ACTIVE_INDEX_SHARDS setting); tests/infra ties the three together.
+MAX_ACTIVE_SHARDS = 64
 #: Log entries per item: keeps items far below 400 KB while a 20-line run is one item.
 LOG_CHUNK = 50
 
@@ -417,16 +423,19 @@ class RunsRepository:
             kwargs = {**kwargs, "ExclusiveStartKey": response["LastEvaluatedKey"]}
 
     # ---- active runs ---------------------------------------------------------------------
-    def shards(self) -> Iterable[str]:
-        return (f"ACTIVE#{n}" for n in range(self._shards))
+    def shards(self, *, every: bool = False) -> Iterable[str]:
+        """The configured shards; with `every`, all `MAX_ACTIVE_SHARDS` a run may be stored in."""
+        return (f"ACTIVE#{n}" for n in range(MAX_ACTIVE_SHARDS if every else self._shards))
 
-    def list_active(self, *, lease_before: datetime | None = None) -> list[Run]:
+    def list_active(self, *, lease_before: datetime | None = None, every_shard: bool = False) -> list[Run]:
         """Active runs from the sparse index; with `lease_before`, only expired leases.
 
         Reads are proportional to the active runs (times the shard count), never to history.
+        Only the configured shards are read unless `every_shard`: runs created while the count
+        was higher stay in their shard until they end, and only `every_shard` finds them.
         """
         runs: list[Run] = []
-        for shard in self.shards():
+        for shard in self.shards(every=every_shard):
             kwargs: dict[str, Any] = {
                 "TableName": self._table,
                 "IndexName": ACTIVE_INDEX,
