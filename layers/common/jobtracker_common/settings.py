@@ -49,10 +49,15 @@ class JobsTableSettings(BaseSettings):
     jobs_table_name: str = Field(alias="JOBS_TABLE_NAME", min_length=3)
 
 
+#: Most shards the active index can have (the ActiveIndexShards parameter's MaxValue; the sweeper
+#: reads all of them, since a run keeps its shard until it ends); tests/infra ties them together.
+MAX_ACTIVE_SHARDS = 64
+
+
 class RunsTableSettings(BaseSettings):
     runs_table_name: str = Field(alias="RUNS_TABLE_NAME", min_length=3)
     #: Shards of the sparse active-runs index key; a constant key would be one hot partition.
-    active_index_shards: int = Field(default=8, alias="ACTIVE_INDEX_SHARDS", ge=1, le=64)
+    active_index_shards: int = Field(default=8, alias="ACTIVE_INDEX_SHARDS", ge=1, le=MAX_ACTIVE_SHARDS)
 
 
 class RunsSettings(JobsTableSettings, RunsTableSettings):

@@ -42,6 +42,7 @@ from jobtracker_common.errors import (
 )
 from jobtracker_common.models import LogEntry, Run, RunStatus, can_transition
 from jobtracker_common.repositories.pagination import decode_cursor, encode_cursor
+from jobtracker_common.settings import MAX_ACTIVE_SHARDS
 from jobtracker_common.timeutil import to_iso
 
 if TYPE_CHECKING:
@@ -52,9 +53,6 @@ JOB_INDEX = "by-job"
 DAY_INDEX = "by-day"
 ACTIVE_INDEX = "active"
 META = "META"
-#: Most shards the active index can have: the bound of the ActiveIndexShards parameter (and of
-#: the ACTIVE_INDEX_SHARDS setting); tests/infra ties the three together.
-MAX_ACTIVE_SHARDS = 64
 #: Log entries per item: keeps items far below 400 KB while a 20-line run is one item.
 LOG_CHUNK = 50
 
