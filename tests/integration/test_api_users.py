@@ -186,3 +186,56 @@ def test_a_user_item_broken_outside_its_preferences_is_still_an_error(aws: Any) 
     aws.put_item(TableName="UsersTable", Item={"user_id": {"S": "no-created-at"}, "preferences": {"M": {}}})
     with pytest.raises(ValidationError):
         UsersRepository(aws, "UsersTable").get("no-created-at")
+
+
+@pytest.mark.parametrize(
+    "preferences",
+    [
+        {
+            "quiet_hours": {
+                "M": {"start": {"S": "22:00\n"}, "end": {"S": "07:00\n"}, "timezone": {"S": "UTC"}}
+            }
+        },
+        {
+            "quiet_hours": {
+                "M": {"start": {"S": "22:00"}, "end": {"S": "22:00\n"}, "timezone": {"S": "Europe"}}
+            }
+        },
+    ],
+    ids=["both-ends", "two-fields-of-one-window"],
+)
+def test_a_preference_with_several_stored_errors_reads_as_its_default(aws: Any, preferences: dict) -> None:
+    from jobtracker_common.repositories.users import UsersRepository
+
+    for user_id, prefs in (("old-user", preferences), ("good-user", {})):
+        aws.put_item(
+            TableName="UsersTable",
+            Item={
+                "user_id": {"S": user_id},
+                "email": {"S": f"{user_id}@example.com"},
+                "created_at": {"S": "2026-01-01T00:00:00.000Z"},
+                "preferences": {"M": prefs},
+            },
+        )
+    # The notifier's recipients batch: one old user must not fail everyone's email
+    found = UsersRepository(aws, "UsersTable").get_many(["good-user", "old-user"])
+    assert set(found) == {"good-user", "old-user"} and found["old-user"].preferences.quiet_hours is None
+
+
+def test_a_stored_job_filter_with_an_entry_requests_no_longer_accept_stays_a_filter(aws: Any) -> None:
+    from jobtracker_common.repositories.users import UsersRepository
+    from jobtracker_common.users import NotificationEvent
+
+    wanted, other = "01JWANTEDJOB00000000000000", "01JOTHERJOB000000000000000"
+    aws.put_item(
+        TableName="UsersTable",
+        Item={
+            "user_id": {"S": "filtered"},
+            "email": {"S": "f@example.com"},
+            "created_at": {"S": "2026-01-01T00:00:00.000Z"},
+            "preferences": {"M": {"job_ids": {"L": [{"S": wanted}, {"S": "x" * 300}]}}},
+        },
+    )
+    user = UsersRepository(aws, "UsersTable").get("filtered")
+    assert user.preferences.resolve(NotificationEvent.FAILED, job_id=other, job_type="demo") is None
+    assert user.preferences.resolve(NotificationEvent.FAILED, job_id=wanted, job_type="demo") is not None

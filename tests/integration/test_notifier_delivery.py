@@ -792,3 +792,18 @@ def test_one_failing_digest_does_not_hold_back_the_others_and_the_tick_fails(
     assert (
         len(report.failed) == 1 and "alice" in report.failed[0] and "ValidationException" in report.failed[0]
     )
+
+
+def test_a_held_email_goes_out_although_no_tick_falls_into_a_short_gap_between_windows(
+    world: World,
+) -> None:
+    # Given quiet hours 06:03 -> 06:00 UTC (a 3-minute gap) and a failure held until 06:00
+    world.add_user("owner", quiet_hours=QuietHours(start="06:03", end="06:00", timezone="UTC"))
+    world.clock.now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    assert world.deliver(stream_record(make_run(RunStatus.FAILED))) == []
+    # When the 5-minute tick runs at :03, :08, ... (never inside the gap) for two days
+    sent_at = _tick_every_5_minutes(
+        world, datetime(2026, 3, 2, 12, 3, tzinfo=UTC), datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+    )
+    # Then it goes out at the first tick after its time, not postponed day after day
+    assert sent_at == ["06:03"]

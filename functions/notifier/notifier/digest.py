@@ -57,10 +57,19 @@ class DigestFailedError(JobTrackerError):
     """Digests that failed for a reason other than a transient one (logged with their trace)."""
 
 
-def _quiet_until(user: User, now: datetime) -> datetime | None:
-    """When the user's current quiet hours end, if `now` is inside them."""
+def _quiet_until(user: User, record: NotificationRecord, now: datetime) -> datetime | None:
+    """When the user's current quiet hours end, if the record fell due inside them and `now` is
+    still inside them. Due inside: a record due at a window's end, picked up once the next
+    window has begun (a gap shorter than a tick), goes out, or it would be postponed every day."""
     quiet = user.preferences.quiet_hours
-    return quiet.window_end(now).astimezone(UTC) if quiet and quiet.contains(now) else None
+    if (
+        not quiet
+        or not record.due_at
+        or not quiet.contains(now)
+        or not quiet.contains(parse_iso(record.due_at))
+    ):
+        return None
+    return quiet.window_end(now).astimezone(UTC)
 
 
 def _covered(items: list[NotificationRecord]) -> list[NotificationRecord]:
@@ -156,7 +165,7 @@ class DigestService:
             if self.notifications.skip_waiting(record.pk, record.sk, reason=reason, now=now):
                 report.count(Outcome.SKIPPED.value)
             return
-        if waiting and user is not None and (until := _quiet_until(user, now)) is not None:
+        if waiting and user is not None and (until := _quiet_until(user, record, now)) is not None:
             # Judged by the user's quiet hours now, not those of when it was queued: a window set
             # or widened while it waited holds it too (all of a digest's items alike, so the
             # digest goes out once, at the window's end).

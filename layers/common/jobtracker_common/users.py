@@ -139,10 +139,10 @@ class QuietHours(StrictModel):
 
 #: Filter entries are bounded one by one, not only counted: 200 unbounded job ids would make
 #: the user's item larger than DynamoDB's 400 KB (a 500 on the write). A request's job ids must
-#: be job ids (ULIDs) and its job types as long as a job's `job_type` may be. Stored entries are
-#: only bounded loosely (250 of them stay far below 400 KB): an entry accepted before requests
-#: were checked must still read, or the notifier's batch read of recipients fails for everyone.
-StoredFilterEntry = Annotated[str, StringConstraints(max_length=256)]
+#: be job ids (ULIDs) and its job types as long as a job's `job_type` may be. Stored entries
+#: (`NotificationPreferences`) are not bounded again: DynamoDB already held them, and one accepted
+#: before requests were checked must still read as the filter it is (never as "no filter",
+#: which would mean every job).
 JobIdEntry = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 JobTypeEntry = Annotated[str, StringConstraints(max_length=64)]
 
@@ -167,10 +167,10 @@ class NotificationPreferences(StrictModel):
         default=True, description="Email on the first success after a failure or timeout."
     )
     quiet_hours: QuietHours | None = None
-    job_ids: list[StoredFilterEntry] | None = Field(
+    job_ids: list[str] | None = Field(
         default=None, max_length=200, description="Only these jobs (null = every job)."
     )
-    job_types: list[StoredFilterEntry] | None = Field(
+    job_types: list[str] | None = Field(
         default=None, max_length=50, description="Only these job types (null = every type)."
     )
 

@@ -43,9 +43,12 @@ class UsersRepository:
             return User.model_validate(data)
         except PydanticValidationError as exc:
             preferences = data.get("preferences")
-            broken = {e["loc"][1] for e in exc.errors() if len(e["loc"]) > 1 and e["loc"][0] == "preferences"}
-            if not isinstance(preferences, dict) or len(broken) != exc.error_count():
+            errors = exc.errors()
+            if not isinstance(preferences, dict) or not all(
+                len(e["loc"]) > 1 and e["loc"][0] == "preferences" for e in errors
+            ):
                 raise
+            broken = {e["loc"][1] for e in errors}
             # Preferences stored under looser, older rules (e.g. quiet hours "22:00\n") must not
             # make the user unreadable: the notifier reads a run's recipients in one batch, so
             # one such user would fail everyone's email. Those fields read as their defaults
