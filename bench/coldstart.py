@@ -229,6 +229,13 @@ def _run(code: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return elapsed, _cpu_children() - cpu_before, done.stdout.strip()
 
 
+def passes(wall_ratio: float, instructions_ratio: float | None) -> bool:
+    """The target met: a wall-time median of 7 moves by 0.1-0.2x between runs on a shared
+    machine, so a pass also needs the deterministic instruction count within the target (when
+    valgrind could count it)."""
+    return wall_ratio <= TARGET_RATIO and (instructions_ratio is None or instructions_ratio <= TARGET_RATIO)
+
+
 def measure(repeats: int = 7) -> list[Row]:
     from jobtracker_local.template import load_template
 
@@ -306,12 +313,17 @@ def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
         | {k: v for k, v in probes.items() if k not in failures}
     )
 
+    def instruction_ratio(key: str) -> float | None:
+        if counted is None or key not in counted or "baseline" not in counted:
+            return None
+        return counted[key] / counted["baseline"]
+
     def by_instructions(key: str) -> str:
         if counted is None:
             return "instructions not counted (no valgrind)"
-        if key not in counted or "baseline" not in counted:
+        if (ratio := instruction_ratio(key)) is None:
             return "instructions not counted (callgrind failed)"
-        return f"instructions {counted[key] / counted['baseline']:.2f}x (callgrind, deterministic)"
+        return f"instructions {ratio:.2f}x (callgrind, deterministic)"
 
     for position, (name, times) in enumerate(floors.items(), start=1):
         value = median(times)
@@ -336,13 +348,14 @@ def _measure(functions: dict[str, Any], work: Path, repeats: int) -> list[Row]:
             continue
         value = median(samples[logical_id])
         ratio = value / base
+        instructions_ratio = instruction_ratio(logical_id)
         rows.append(
             Row(
                 label,
                 round(ratio, 2),
                 "x",
                 f"<= {TARGET_RATIO}x",
-                ratio <= TARGET_RATIO,
+                passes(ratio, instructions_ratio),
                 f"{value * 1000:.0f} ms vs {base * 1000:.0f} ms; CPU ratio "
                 f"{median(cpu[logical_id]) / base_cpu:.2f}; {by_instructions(logical_id)}; "
                 f"built {built.get(logical_id, '?')}; code compiled as sam build ships it",

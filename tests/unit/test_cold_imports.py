@@ -57,3 +57,10 @@ def test_a_cold_start_leaves_out_what_the_function_does_not_use(logical_id: str)
     assert info["built"], "the probe built nothing: the check would be import-only"
     # Then none of the modules it does not need were imported
     assert sorted(FUNCTIONS[logical_id] & set(info["modules"])) == []
+
+
+def test_a_cold_start_passes_only_when_the_instruction_count_agrees_with_the_wall_time() -> None:
+    assert coldstart.passes(1.2, 1.25) and coldstart.passes(1.3, None)
+    # A lucky wall-time median (the baseline ran slow) is not a pass when the count says otherwise
+    assert not coldstart.passes(1.11, 1.35)
+    assert not coldstart.passes(1.35, 1.2)
