@@ -150,31 +150,38 @@ def test_admin_asking_for_unknown_user_gets_404(api):
     assert response.status == 404
 
 
+def put_stored_user(aws: Any, user_id: str, preferences: dict[str, Any]) -> None:
+    """A user item as an older version of the API may have stored it (attribute-value maps)."""
+    aws.put_item(
+        TableName="UsersTable",
+        Item={
+            "user_id": {"S": user_id},
+            "email": {"S": f"{user_id}@example.com"},
+            "created_at": {"S": "2026-01-01T00:00:00.000Z"},
+            "version": {"N": "3"},
+            "preferences": {"M": preferences},
+        },
+    )
+
+
 def test_preferences_stored_under_older_rules_read_as_defaults_not_as_an_error(aws: Any) -> None:
     # Given a user whose stored quiet hours the old API let through ("22:00\n": always quiet)
     from jobtracker_common.repositories.users import UsersRepository
 
-    aws.put_item(
-        TableName="UsersTable",
-        Item={
-            "user_id": {"S": "old-user"},
-            "email": {"S": "old@example.com"},
-            "created_at": {"S": "2026-01-01T00:00:00.000Z"},
-            "version": {"N": "3"},
-            "preferences": {
-                "M": {
-                    "email_on_job_failure": {"BOOL": False},
-                    "quiet_hours": {
-                        "M": {"start": {"S": "22:00"}, "end": {"S": "22:00\n"}, "timezone": {"S": "UTC"}}
-                    },
-                }
+    put_stored_user(
+        aws,
+        "old-user",
+        {
+            "email_on_job_failure": {"BOOL": False},
+            "quiet_hours": {
+                "M": {"start": {"S": "22:00"}, "end": {"S": "22:00\n"}, "timezone": {"S": "UTC"}}
             },
         },
     )
     users = UsersRepository(aws, "UsersTable")
     # When it is read, alone or in a recipients batch, Then it reads, without the broken field
     for user in (users.get("old-user"), users.get_many(["old-user"])["old-user"]):
-        assert user.email == "old@example.com"
+        assert user.email == "old-user@example.com"
         assert user.preferences.quiet_hours is None
         assert user.preferences.email_on_job_failure is False  # the valid fields are kept
 
@@ -208,15 +215,7 @@ def test_a_preference_with_several_stored_errors_reads_as_its_default(aws: Any, 
     from jobtracker_common.repositories.users import UsersRepository
 
     for user_id, prefs in (("old-user", preferences), ("good-user", {})):
-        aws.put_item(
-            TableName="UsersTable",
-            Item={
-                "user_id": {"S": user_id},
-                "email": {"S": f"{user_id}@example.com"},
-                "created_at": {"S": "2026-01-01T00:00:00.000Z"},
-                "preferences": {"M": prefs},
-            },
-        )
+        put_stored_user(aws, user_id, prefs)
     # The notifier's recipients batch: one old user must not fail everyone's email
     found = UsersRepository(aws, "UsersTable").get_many(["good-user", "old-user"])
     assert set(found) == {"good-user", "old-user"} and found["old-user"].preferences.quiet_hours is None
@@ -227,15 +226,7 @@ def test_a_stored_job_filter_with_an_entry_requests_no_longer_accept_stays_a_fil
     from jobtracker_common.users import NotificationEvent
 
     wanted, other = "01JWANTEDJOB00000000000000", "01JOTHERJOB000000000000000"
-    aws.put_item(
-        TableName="UsersTable",
-        Item={
-            "user_id": {"S": "filtered"},
-            "email": {"S": "f@example.com"},
-            "created_at": {"S": "2026-01-01T00:00:00.000Z"},
-            "preferences": {"M": {"job_ids": {"L": [{"S": wanted}, {"S": "x" * 300}]}}},
-        },
-    )
+    put_stored_user(aws, "filtered", {"job_ids": {"L": [{"S": wanted}, {"S": "x" * 300}]}})
     user = UsersRepository(aws, "UsersTable").get("filtered")
     assert user.preferences.resolve(NotificationEvent.FAILED, job_id=other, job_type="demo") is None
     assert user.preferences.resolve(NotificationEvent.FAILED, job_id=wanted, job_type="demo") is not None
