@@ -25,6 +25,7 @@ from jobtracker_common.errors import (
     NotFoundError,
     TransientError,
     ValidationError,
+    clip,
 )
 from jobtracker_common.observability import logger as make_logger
 
@@ -62,12 +63,8 @@ MAX_MESSAGE_CHARS = 2_000
 MAX_DETAIL_CHARS = 500
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _bounded(detail: dict[str, Any]) -> dict[str, Any]:
-    return {k: _clip(v, MAX_DETAIL_CHARS) if isinstance(v, str) else v for k, v in detail.items()}
+    return {k: clip(v, MAX_DETAIL_CHARS) if isinstance(v, str) else v for k, v in detail.items()}
 
 
 def error_response(
@@ -75,7 +72,7 @@ def error_response(
 ) -> Response[Any]:
     headers = {"Retry-After": "1"} if status == HTTPStatus.SERVICE_UNAVAILABLE else None
     details = details or []
-    message = _clip(message, MAX_MESSAGE_CHARS)
+    message = clip(message, MAX_MESSAGE_CHARS)
     if len(details) > MAX_DETAILS:
         message += f" ({len(details)} problems; details lists the first {MAX_DETAILS})"
     return Response(

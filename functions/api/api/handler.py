@@ -38,7 +38,7 @@ def parse_json(text: str) -> Any:
         value = json.loads(text, parse_constant=_reject_constant)
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except RecursionError as exc:
-        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from exc
+        raise json.JSONDecodeError("nested too deeply", text, 0) from exc
     except (ValueError, UnicodeEncodeError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             raise

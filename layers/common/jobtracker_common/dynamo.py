@@ -14,6 +14,8 @@ from collections.abc import Set as AbstractSet
 from decimal import Clamped, Context, Decimal, DecimalException, Inexact, Overflow, Rounded, Underflow
 from typing import TYPE_CHECKING, Any
 
+from jobtracker_common.errors import clip
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
@@ -143,23 +145,18 @@ def check_storable(value: Any, path: str) -> None:
             if depth >= MAX_NESTING:
                 raise UnstorableError(f"{where}: nested deeper than DynamoDB's {MAX_NESTING} levels")
             children = current.items() if isinstance(current, Mapping) else enumerate(current)
-            pending.extend((v, f"{where}.{_clip(str(k))}", depth + 1) for k, v in children)
+            pending.extend((v, f"{where}.{clip(str(k), 50)}", depth + 1) for k, v in children)
         elif isinstance(current, int | float | Decimal) and not isinstance(current, bool):
             _check_number(current, where)
     try:
         serialize(value)
     except (TypeError, DecimalException) as exc:  # a type DynamoDB has no attribute for
-        raise UnstorableError(f"{path}: DynamoDB cannot store this value ({_clip(str(exc), 200)})") from exc
-
-
-def _clip(text: str, limit: int = 50) -> str:
-    """Messages quote keys and numbers from the request, which may be long."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise UnstorableError(f"{path}: DynamoDB cannot store this value ({clip(str(exc), 200)})") from exc
 
 
 def _check_number(value: float | Decimal, where: str) -> None:
     number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    text = _clip(str(number))
+    text = clip(str(number), 50)
     if not number.is_finite():
         raise UnstorableError(f"{where}: {text} is not a finite number")
     if number and number.adjusted() < MIN_EXPONENT:

@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters ("..." marks the cut): messages quote request values,
+    which may be arbitrarily long."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class JobTrackerError(Exception):
     """Base of every domain error."""
 

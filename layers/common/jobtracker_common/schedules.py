@@ -42,8 +42,6 @@ class ScheduleExpression:
     rate: timedelta | None = None
     cron: str | None = None
     at: datetime | None = None  # local wall time in `timezone`, naive
-    #: `at` as an aware UTC instant, computed (and range-checked) once by `parse_schedule`.
-    at_utc: datetime | None = None
 
     def next_fire_times(
         self, after: datetime, count: int = 3, *, anchor: datetime | None = None
@@ -57,7 +55,7 @@ class ScheduleExpression:
         """
         after = after.astimezone(UTC)
         if self.kind == "at":
-            fire = self.at_utc or _at_in_utc(self.at, self.timezone)
+            fire = _at_in_utc(self.at, self.timezone)
             return [fire] if fire is not None and fire > after and count > 0 else []
         if self.kind == "rate":
             assert self.rate is not None
@@ -122,13 +120,12 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> ScheduleExpression
             at = datetime.fromisoformat(m.group(1))
         except ValueError as exc:
             raise ValidationError(f"{expression}: not a real date and time ({exc})") from exc
-        at_utc = _at_in_utc(at, timezone)
-        if at_utc is None:
+        if _at_in_utc(at, timezone) is None:
             # e.g. at(9999-12-31T23:00:00) in Etc/GMT+12 is in year 10000 UTC: no datetime holds it.
             raise ValidationError(
                 f"{expression}: in {timezone} this time falls outside the years 1-9999 in UTC"
             )
-        return ScheduleExpression("at", expression, timezone, at=at, at_utc=at_utc)
+        return ScheduleExpression("at", expression, timezone, at=at)
     raise ValidationError(
         f"{expression!r} is not an AWS schedule expression: use rate(5 minutes), "
         "cron(0 2 * * ? *) (six fields) or at(2030-01-01T00:00:00)"
